@@ -1,0 +1,12 @@
+"""napari-clearnet: physics-based dehazing (ClearNet and the Dark Channel Prior) for napari.
+
+The plain-Python core has no Qt: ``dehaze`` and ``load_model`` work in scripts and on servers.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .engine import DehazeResult, Dehazer, dehaze, load_model, pick_device
+
+__all__ = ["DehazeResult", "Dehazer", "__version__", "dehaze", "load_model", "pick_device"]

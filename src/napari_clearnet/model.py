@@ -1,0 +1,184 @@
+"""ClearNet: an attention-gated U-Net that refines a physical haze prior.
+
+The network never sees the full-resolution image. It looks at a reduced copy (long side
+``working_size``), computes the Dark Channel Prior there, and predicts
+
+* a per-image **haze amount** ``s`` (a scale of the optical depth ``-ln t``, exactly what the
+  scattering coefficient β does in ``t = exp(-β d)``),
+* a bounded per-pixel correction ``r`` of that depth, and
+* a bounded correction of the prior's global atmospheric light ``A`` (three numbers).
+
+All three heads start at zero, so an untrained ClearNet *is* the prior, and training can only
+move it where its objective gains. Full resolution comes back through guided upsampling in the
+engine, so the network's cost does not grow with the image.
+
+This module holds the network and its configuration only: no files, no devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import dcp
+
+__all__ = ["AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock"]
+
+
+def _default_prior() -> dcp.DCPParams:
+    return dcp.DCPParams(patch=7, omega=0.95, airlight_rule="mean", guided_radius=None, sky_k=0.0)
+
+
+@dataclass
+class ClearNetConfig:
+    """Architecture and physics settings; saved with the weights so every loader builds the same net."""
+
+    widths: tuple[int, ...] = (16, 32, 48, 64)
+    in_channels: int = 4  # RGB + prior transmission
+    working_size: int = 320  # long side of the copy the network sees
+    prior: dcp.DCPParams = field(default_factory=_default_prior)
+    t0: float = 0.1  # lower bound of t in the recovery J = (I - A) / max(t, t0) + A
+    t_min: float = 0.02  # lower bound of predicted t
+    max_log_scale: float = 1.5  # |ln s| bound of the per-image haze amount
+    max_residual: float = 1.0  # |r| bound of the per-pixel depth correction (log domain)
+    airlight_range: float = 0.15  # |ΔA| bound of the airlight correction
+    upsample_radius: int = 4  # fast guided upsampling radius at working resolution
+    upsample_eps: float = 1e-3
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prior, dict):
+            self.prior = dcp.DCPParams(**self.prior)
+        self.widths = tuple(int(w) for w in self.widths)
+        if len(self.widths) < 2 or any(w < 1 for w in self.widths):
+            raise ValueError(f"widths needs at least two positive entries, got {self.widths}")
+        if self.working_size < 16:
+            raise ValueError(f"working_size must be >= 16, got {self.working_size}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClearNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ClearNet config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3×3 convolutions with LeakyReLU: (B, c_in, H, W) -> (B, c_out, H, W)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+        )
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate (Oktay et al. 2018): the decoder signal ``g`` decides which
+    skip features ``x`` pass. ``x``: (B, c_x, H, W), ``g``: (B, c_g, H, W) -> (B, c_x, H, W)."""
+
+    def __init__(self, c_x: int, c_g: int, c_inner: int) -> None:
+        super().__init__()
+        self.wx = nn.Conv2d(c_x, c_inner, 1, bias=False)
+        self.wg = nn.Conv2d(c_g, c_inner, 1)
+        self.psi = nn.Conv2d(c_inner, 1, 1)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.psi(F.relu(self.wx(x) + self.wg(g))))
+
+
+class ClearNet(nn.Module):
+    """Prior-refining attention U-Net. Input (B, 3, h, w) at working resolution, values in [0, 1].
+
+    ``forward`` returns a dict with ``t`` (B, 1, h, w) in [t_min, 1], ``airlight`` (B, 3),
+    the prior's ``t_prior`` and ``airlight_prior``, and the per-image ``scale`` (B,).
+    """
+
+    def __init__(self, config: ClearNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ClearNetConfig()
+        w = self.config.widths
+        self.stem = ConvBlock(self.config.in_channels, w[0])
+        self.down = nn.ModuleList(ConvBlock(w[i - 1], w[i]) for i in range(1, len(w)))
+        self.gates = nn.ModuleList(
+            AttentionGate(w[i - 1], w[i], max(4, w[i - 1] // 2)) for i in range(len(w) - 1, 0, -1)
+        )
+        self.up = nn.ModuleList(ConvBlock(w[i - 1] + w[i], w[i - 1]) for i in range(len(w) - 1, 0, -1))
+        self.t_head = nn.Conv2d(w[0], 1, 1)
+        self.global_head = nn.Sequential(
+            nn.Linear(2 * w[-1], 32), nn.LeakyReLU(0.1, inplace=True), nn.Linear(32, 4)
+        )
+        for head in (self.t_head, self.global_head[-1]):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (len(self.config.widths) - 1)
+
+    def prior(
+        self, image: torch.Tensor, airlight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The Dark Channel Prior at working resolution: (t_raw, t, A); ``airlight`` overrides A."""
+        return dcp.estimate(image.float(), self.config.prior, airlight=airlight)
+
+    def forward(self, image: torch.Tensor, airlight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        with torch.no_grad():
+            _, t_prior, a_prior = self.prior(image, airlight)
+        t_prior = t_prior.clamp(cfg.t_min, 1.0)
+        x = torch.cat([image, t_prior.to(image.dtype)], 1)
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(F.avg_pool2d(skips[-1], 2)))
+        y = skips.pop()
+        bottleneck = y
+        for gate, block in zip(self.gates, self.up, strict=True):
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([gate(skip, y), y], 1))
+        residual = self.t_head(y)[..., :h, :w].float()
+        pooled = torch.cat([bottleneck.mean((2, 3)), bottleneck.amax((2, 3))], 1)
+        g = self.global_head(pooled).float()
+        log_scale = cfg.max_log_scale * torch.tanh(g[:, 0] / cfg.max_log_scale)
+        residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
+        depth_prior = -torch.log(t_prior.float())
+        depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
+        t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
+        if airlight is not None:
+            a = a_prior.float()
+        else:
+            a = (a_prior.float() + cfg.airlight_range * torch.tanh(g[:, 1:4])).clamp(0.05, 1.0)
+        return {
+            "t": t,
+            "airlight": a,
+            "t_prior": t_prior.float(),
+            "airlight_prior": a_prior.float(),
+            "scale": torch.exp(log_scale),
+        }
+
+    def working_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Shape of the reduced copy: long side ``working_size``, never upsampled."""
+        s = self.config.working_size / max(height, width)
+        if s >= 1.0:
+            return height, width
+        return max(1, round(height * s)), max(1, round(width * s))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,217 @@
+"""The atmospheric scattering model and the classic image operators built on it.
+
+Everything here works on torch tensors shaped ``(B, C, H, W)`` (images) or ``(B, 1, H, W)``
+(transmission), on any device, so the CPU and the GPU run the same code.
+
+The model (Koschmieder): ``I = J * t + A * (1 - t)`` with ``J`` the clear scene radiance,
+``t`` the transmission in (0, 1] and ``A`` the global atmospheric light (one RGB triple per image).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "airlight_top_dark",
+    "box_filter",
+    "dark_channel",
+    "fast_guided_coefficients",
+    "gray",
+    "guided_filter",
+    "haze",
+    "recover",
+    "resize",
+    "sky_tolerance",
+    "transmission_from_dark",
+    "upsample_linear",
+]
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def haze(clear: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor) -> torch.Tensor:
+    """Apply the scattering model: ``I = J t + A (1 - t)``.
+
+    ``clear`` is (B, 3, H, W), ``t`` is (B, 1, H, W), ``airlight`` is (B, 3).
+    """
+    a = airlight.reshape(-1, clear.shape[1], 1, 1).to(clear)
+    return clear * t + a * (1.0 - t)
+
+
+def recover(
+    hazy: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor, t0: float = 0.1, clip: bool = True
+) -> torch.Tensor:
+    """Invert the scattering model: ``J = (I - A) / max(t, t0) + A``.
+
+    ``t0`` bounds the amplification of noise where almost no scene light arrives; with
+    ``clip`` the result is limited to the displayable range [0, 1].
+    """
+    a = airlight.reshape(-1, hazy.shape[1], 1, 1).to(hazy)
+    j = (hazy - a) / t.clamp(min=t0) + a
+    return j.clamp(0.0, 1.0) if clip else j
+
+
+def gray(image: torch.Tensor) -> torch.Tensor:
+    """Luma (Rec. 601) of an RGB batch, or the image itself if it has one channel."""
+    if image.shape[1] == 1:
+        return image
+    w = image.new_tensor(LUMA).reshape(1, 3, 1, 1)
+    return (image * w).sum(1, keepdim=True)
+
+
+def _min_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Separable square minimum filter with edge replication (size odd)."""
+    if size <= 1:
+        return x
+    pad = size // 2
+    x = -F.max_pool2d(F.pad(-x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
+    return -F.max_pool2d(F.pad(-x, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
+
+
+def dark_channel(image: torch.Tensor, patch: int = 15) -> torch.Tensor:
+    """He et al.'s dark channel: min over colour channels, then over a ``patch``×``patch`` window."""
+    return _min_filter(image.amin(1, keepdim=True), patch | 1)
+
+
+def airlight_top_dark(
+    image: torch.Tensor, dark: torch.Tensor, fraction: float = 0.001, rule: str = "mean"
+) -> torch.Tensor:
+    """Atmospheric light from the most haze-opaque pixels (the brightest of the dark channel).
+
+    ``rule="mean"`` averages the image over the top ``fraction`` of dark-channel pixels, which is
+    stabler than He et al.'s single brightest pixel (``rule="brightest"``) against white objects
+    and noise. Returns (B, C) in [0, 1].
+    """
+    b, c = image.shape[:2]
+    flat_dark = dark.reshape(b, -1)
+    k = max(1, int(round(flat_dark.shape[1] * fraction)))
+    idx = flat_dark.topk(k, dim=1).indices  # (B, k)
+    flat = image.reshape(b, c, -1)
+    picked = flat.gather(2, idx.unsqueeze(1).expand(b, c, k))  # (B, C, k)
+    if rule == "mean":
+        a = picked.mean(2)
+    elif rule == "brightest":
+        best = picked.sum(1).argmax(1)  # (B,)
+        a = picked[torch.arange(b), :, best]
+    else:
+        raise ValueError(f"airlight rule must be 'mean' or 'brightest', got {rule!r}")
+    return a.clamp(1e-3, 1.0)
+
+
+def transmission_from_dark(
+    image: torch.Tensor, airlight: torch.Tensor, omega: float = 0.95, patch: int = 15
+) -> torch.Tensor:
+    """Raw DCP transmission ``t = 1 - omega * dark(I / A)``; ``omega < 1`` keeps a trace of haze."""
+    a = airlight.reshape(-1, image.shape[1], 1, 1).to(image).clamp(min=1e-3)
+    return (1.0 - omega * dark_channel(image / a, patch)).clamp(0.0, 1.0)
+
+
+def sky_tolerance(
+    t: torch.Tensor, image: torch.Tensor, airlight: torch.Tensor, k: float
+) -> torch.Tensor:
+    """Raise t where the image is close to A (sky, white walls), where the dark-channel
+    assumption fails and plain DCP over-amplifies: ``t = min(max(k / |I - A|, 1) * t, 1)``."""
+    if k <= 0:
+        return t
+    a = airlight.reshape(-1, image.shape[1], 1, 1).to(image)
+    dist = (image - a).abs().amax(1, keepdim=True).clamp(min=1e-3)
+    return (t * (k / dist).clamp(min=1.0)).clamp(max=1.0)
+
+
+def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)² window, clipped at the borders; O(1) per pixel via cumulative sums."""
+    if r <= 0:
+        return x
+    return _box_1d(_box_1d(x, r, 2), r, 3)
+
+
+def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    r = min(r, n - 1) if n > 1 else 0
+    if r == 0:
+        return x
+    c = x.cumsum(dim, dtype=torch.float64) if x.dtype != torch.float64 else x.cumsum(dim)
+    zero_shape = list(x.shape)
+    zero_shape[dim] = 1
+    c = torch.cat([c.new_zeros(zero_shape), c], dim)  # c[i] = sum x[:i]
+    idx = torch.arange(n, device=x.device)
+    hi = (idx + r + 1).clamp(max=n)
+    lo = (idx - r).clamp(min=0)
+    s = c.index_select(dim, hi) - c.index_select(dim, lo)
+    count_shape = [1] * x.dim()
+    count_shape[dim] = n
+    count = (hi - lo).to(s.dtype).reshape(count_shape)
+    return (s / count).to(x.dtype)
+
+
+def _guided_ab(
+    guide: torch.Tensor, src: torch.Tensor, r: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mean_i = box_filter(guide, r)
+    mean_p = box_filter(src, r)
+    cov_ip = box_filter(guide * src, r) - mean_i * mean_p
+    var_i = box_filter(guide * guide, r) - mean_i * mean_i
+    a = cov_ip / (var_i.clamp(min=0) + eps)
+    b = mean_p - a * mean_i
+    return box_filter(a, r), box_filter(b, r)
+
+
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float = 1e-3) -> torch.Tensor:
+    """He et al.'s edge-preserving guided filter with a grey guide: ``q = mean(a) I + mean(b)``."""
+    g = gray(guide)
+    a, b = _guided_ab(g, src, r, eps)
+    return a * g + b
+
+
+def fast_guided_coefficients(
+    guide_low: torch.Tensor, src_low: torch.Tensor, r: int, eps: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients (a, b) of the fast guided filter (He & Sun 2015), computed at low resolution.
+
+    Upsample both bilinearly to any size and apply ``q = a * gray(I_full) + b``: the output
+    follows the full-resolution edges of ``I_full`` at the cost of one multiply-add per pixel.
+    """
+    return _guided_ab(gray(guide_low), src_low, r, eps)
+
+
+def _linear_weights(n_out: int, n_in: int, start: int, stop: int, device: torch.device):
+    """Source indices and weights of half-pixel-centred linear interpolation (like
+    ``F.interpolate(..., mode="bilinear", align_corners=False)``) for outputs ``start:stop``."""
+    pos = (torch.arange(start, stop, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = pos.clamp(0, n_in - 1)
+    i0 = pos.floor().long()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = (pos - i0).to(torch.float32)
+    return i0, i1, w1
+
+
+def upsample_linear(
+    x: torch.Tensor, size: tuple[int, int], rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Bilinear upsampling of ``x`` to ``size``, optionally only for output rows ``rows``.
+
+    Computing a band of rows gives exactly the same numbers as the whole image, which lets the
+    engine walk a huge image in strips with bounded memory and no seams.
+    """
+    h_out, w_out = size
+    h_in, w_in = x.shape[-2:]
+    r0, r1 = rows if rows is not None else (0, h_out)
+    yi0, yi1, wy = _linear_weights(h_out, h_in, r0, r1, x.device)
+    xi0, xi1, wx = _linear_weights(w_out, w_in, 0, w_out, x.device)
+    wy = wy.to(x.dtype).reshape(-1, 1)
+    wx = wx.to(x.dtype)
+    top = x.index_select(-2, yi0)
+    bot = x.index_select(-2, yi1)
+    rows_x = top + (bot - top) * wy
+    left = rows_x.index_select(-1, xi0)
+    right = rows_x.index_select(-1, xi1)
+    return left + (right - left) * wx
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased area-like downsampling (or bilinear upsampling) to ``size`` = (H, W)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    down = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=down)
