@@ -29,7 +29,7 @@ __all__ = ["AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock"]
 
 
 def _default_prior() -> dcp.DCPParams:
-    return dcp.DCPParams(patch=7, omega=0.95, airlight_rule="mean", guided_radius=None, sky_k=0.0)
+    return dcp.DCPParams(patch=15, omega=0.85, airlight_rule="mean", guided_radius=None, sky_k=0.0)
 
 
 @dataclass
