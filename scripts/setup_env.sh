@@ -3,7 +3,7 @@
 # Installs Debian's X server packages when run as root (napari needs an X server for tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-testing}"
+EXTRAS="${1-testing}"  # "" installs the core only
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! command -v Xvfb >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -18,4 +18,4 @@ python -m pip install -q --upgrade pip
 # torch first: a CPU build if none is installed (a plain 'torch' requirement pulls CUDA, several GB)
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
   || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-python -m pip install -q -e ".[${EXTRAS}]"
+if [ -n "$EXTRAS" ]; then python -m pip install -q -e ".[${EXTRAS}]"; else python -m pip install -q -e .; fi

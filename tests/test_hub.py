@@ -1,0 +1,210 @@
+"""Downloads through the real huggingface_hub code against a Hub served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _hub import COMMIT, FakeHub, HubServer, registry_entry, tiny_weights
+from huggingface_hub import constants as hf_constants
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from napari_clearnet import cli, load_model, weights
+from napari_clearnet.model import ClearNet, ClearNetConfig
+
+REPO = "clearnet-tests/tiny"
+FILE = "tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return tiny_weights(tmp_path_factory.mktemp("w") / FILE)[0]
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: bytes):
+    """A served Hub with model ``tiny``, a registry naming it, and a private HF cache."""
+    with HubServer() as server:
+        server.add(REPO, FILE, tiny)
+        reg = tmp_path / "registry.json"
+        reg.write_text(json.dumps({"models": [registry_entry("tiny", REPO, FILE, tiny)]}))
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv(weights.REGISTRY_ENV, str(reg))
+        monkeypatch.setenv(weights.TIMEOUT_ENV, "3")
+        for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def _add_entry(hub: FakeHub, name: str, repo: str, filename: str, data: bytes, mode: str = "ok") -> None:
+    """Serve ``data`` (in ``mode``) and register it under ``name``."""
+    if mode != "absent":
+        hub.add(repo, filename, data, mode)
+    reg = Path(os.environ[weights.REGISTRY_ENV])
+    models = json.loads(reg.read_text())["models"]
+    models.append(registry_entry(name, repo, filename, data))
+    reg.write_text(json.dumps({"models": models}))
+
+
+def _cache_files(tmp_path: Path) -> list[Path]:
+    root = tmp_path / "hf" / "hub"
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and ".locks" not in p.parts)
+
+
+def test_download_then_cached_without_requests(hub: FakeHub, tmp_path: Path, tiny: bytes) -> None:
+    entry = weights.get_entry("tiny")
+    assert weights.cached_path(entry) is None
+    seen: list[int] = []
+
+    class Progress(tqdm):  # how the napari widget passes napari.utils.progress
+        def close(self) -> None:
+            seen.append(self.n)
+            super().close()
+
+    path, name = weights.resolve("tiny", tqdm_class=Progress)
+    assert name == "tiny" and path.read_bytes() == tiny
+    assert seen and seen[-1] == len(tiny)
+    assert path.is_relative_to(tmp_path / "hf" / "hub")
+    assert COMMIT in path.parts  # the standard snapshots/<commit>/ layout
+    assert hub.count("GET") == 1, hub.requests
+    dehazer = load_model("tiny", device="cpu")  # what dehaze() and the widget go through
+    assert dehazer.provenance()["model"] == "tiny"
+    assert dehazer.provenance()["sha256"] == weights.get_entry("tiny").sha256
+
+    before = hub.count()
+    assert weights.resolve("tiny")[0] == path
+    assert weights.cached_path(entry) == path
+    assert weights.download(entry) == path
+    assert hub.count() == before, "a cached model must not touch the network"
+
+
+def test_offline_mode(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tiny: bytes) -> None:
+    _add_entry(hub, "other", "clearnet-tests/other", FILE, tiny[:-1] + b" ")
+    path, _ = weights.resolve("tiny")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(hub.requests)
+    assert weights.resolve("tiny")[0] == path
+    with pytest.raises(weights.WeightsError, match=r"other is not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+        weights.resolve("other")
+    assert len(hub.requests) == before  # offline: not even huggingface_hub's own /api calls
+
+
+def test_missing_repo_and_file(hub: FakeHub, tiny: bytes) -> None:
+    _add_entry(hub, "ghost", "clearnet-tests/ghost", FILE, tiny, mode="absent")
+    with pytest.raises(weights.WeightsError, match=r"repository 'clearnet-tests/ghost' not found .*HF_TOKEN"):
+        weights.resolve("ghost")
+    with pytest.raises(weights.WeightsError, match=r"file 'nope.safetensors' not found in clearnet-tests/"):
+        weights.resolve(f"hf://{REPO}/nope.safetensors")
+
+
+def test_corrupted_bytes_are_refused_and_removed(hub: FakeHub, tmp_path: Path, tiny: bytes) -> None:
+    _add_entry(hub, "bad", "clearnet-tests/bad", FILE, tiny, mode="corrupt")
+    entry = weights.get_entry("bad")
+    with pytest.raises(weights.WeightsError) as err:
+        weights.resolve("bad")
+    msg = str(err.value)
+    assert msg.startswith(f"checksum mismatch for bad: expected {entry.sha256}, got ")
+    assert "removed from the cache" in msg
+    assert not [p for p in _cache_files(tmp_path) if "models--clearnet-tests--bad" in str(p)
+                and ("blobs" in p.parts or "snapshots" in p.parts)]
+    assert weights.cached_path(entry) is None
+
+
+def test_dropped_transfer_is_retried_and_verified(hub: FakeHub, tiny: bytes) -> None:
+    """The connection drops a third of the way in; huggingface_hub retries (with a Range
+    header when it had kept part of the body), and the result still passes the sha256 check."""
+    _add_entry(hub, "flaky", "clearnet-tests/flaky", FILE, tiny, mode="drop_once")
+    path, _ = weights.resolve("flaky")
+    assert path.read_bytes() == tiny
+    assert hub.count("GET") == 2
+
+
+def test_short_transfer_is_refused(hub: FakeHub, tmp_path: Path, tiny: bytes) -> None:
+    _add_entry(hub, "short", "clearnet-tests/short", FILE, tiny, mode="short")
+    with pytest.raises(weights.WeightsError, match=r"short.*(incomplete|size mismatch)"):
+        weights.resolve("short")
+    assert not [p for p in _cache_files(tmp_path) if "short" in str(p) and "snapshots" in p.parts]
+    assert weights.cached_path(weights.get_entry("short")) is None
+
+
+def test_hanging_server_gives_bounded_wait(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tiny: bytes):
+    _add_entry(hub, "slow", "clearnet-tests/slow", FILE, tiny, mode="hang")
+    monkeypatch.setenv(weights.TIMEOUT_ENV, "0.5")
+    start = time.monotonic()
+    hint = r"did not answer within 0.5 s.*CLEARNET_HUB_TIMEOUT.*HF_HUB_OFFLINE"
+    with pytest.raises(weights.WeightsError, match=hint):
+        weights.resolve("slow")
+    assert time.monotonic() - start < 5
+
+
+def test_state_dict_that_does_not_fit(hub: FakeHub, tmp_path: Path) -> None:
+    """A file whose config says (4, 8) but whose tensors are from (4, 16)."""
+    net = ClearNet(ClearNetConfig(widths=(4, 16)))
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(wrong),
+              metadata={weights.CONFIG_KEY: json.dumps(ClearNetConfig(widths=(4, 8)).to_dict())})
+    hub.add("clearnet-tests/wrong", "wrong.safetensors", wrong.read_bytes())
+    path, _ = weights.resolve("hf://clearnet-tests/wrong/wrong.safetensors")
+    state, config, _ = weights.read_weights(path)
+    with pytest.raises(weights.WeightsError, match=r"do not fit the ClearNet architecture \(4, 8\)"):
+        weights.build_model(state, config, source="wrong.safetensors")
+
+
+def test_pickle_offered_as_weights_is_refused(hub: FakeHub, tmp_path: Path, capsys) -> None:
+    pickled = tmp_path / "evil.safetensors"
+    torch.save({"w": torch.zeros(2)}, pickled)
+    hub.add("clearnet-tests/evil", "evil.safetensors", pickled.read_bytes())
+    with pytest.raises(weights.WeightsError, match=r"pickle.*refused"):
+        weights.resolve("hf://clearnet-tests/evil/evil.safetensors")
+    assert not [p for p in _cache_files(tmp_path) if "evil" in str(p) and "refs" not in p.parts]
+    with pytest.raises(weights.WeightsError, match=r"pickle.*refused"):
+        weights.read_weights(pickled)
+    assert cli.main(["weights", "download", "hf://clearnet-tests/evil/evil.safetensors"]) == 1
+    assert "pickle" in capsys.readouterr().err
+    with pytest.raises(weights.WeightsError, match=r"only \.safetensors"):
+        weights.resolve("hf://clearnet-tests/evil/model.pt")
+
+
+def test_cli_in_process(hub: FakeHub, tiny: bytes, capsys) -> None:
+    assert cli.main(["weights", "path", "tiny"]) == 1
+    assert "clearnet weights download tiny" in capsys.readouterr().err
+    assert cli.main(["weights", "verify", "tiny"]) == 1  # named but not downloaded
+    capsys.readouterr()
+    assert cli.main(["weights", "download", "tiny"]) == 0
+    path = Path(capsys.readouterr().out.strip().split(": ", 1)[1])
+    assert cli.main(["weights", "path", "tiny"]) == 0
+    assert Path(capsys.readouterr().out.strip()) == path
+    assert cli.main(["weights", "verify"]) == 0
+    assert "tiny: ok" in capsys.readouterr().out
+    path.resolve().write_bytes(tiny[:-4] + b"oops")  # damage the cached blob
+    assert cli.main(["weights", "verify", "tiny"]) == 1
+    out = capsys.readouterr().out
+    assert "checksum mismatch for tiny" in out and "removed from the cache" in out
+    assert not path.exists()
+
+
+def test_cli_subprocess_reads_env_at_import(hub: FakeHub, tmp_path: Path) -> None:
+    """A fresh process (huggingface_hub reads HF_* at import): download, then list --json."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "napari_clearnet.cli", "weights"]
+    dl = subprocess.run([*run, "download", "tiny"], env=env, capture_output=True, text=True, timeout=60)
+    assert dl.returncode == 0, dl.stderr
+    ls = subprocess.run([*run, "list", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert ls.returncode == 0, ls.stderr
+    rows = json.loads(ls.stdout)
+    (row,) = rows
+    assert {"name", "repo_id", "revision", "filename", "sha256", "size", "bundled", "cached"} <= set(row)
+    assert row["name"] == "tiny" and row["cached"] is True and row["bundled"] is False
+    assert row["sha256"] == weights.get_entry("tiny").sha256
+    assert hub.count("GET") == 1, hub.requests
