@@ -1,0 +1,370 @@
+"""The napari dock widgets: Dehaze, Transmission map, Airlight and Compare.
+
+Thin on purpose: each widget collects settings, runs :func:`._napari_commands.run_layer` in a
+napari generator worker (per-frame progress, Cancel through ``worker.quit()``) and adds the
+layers it returns on the GUI thread, so a cancelled or failed run leaves no partial layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    Table,
+)
+from napari.layers import Image
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error, show_info
+
+from . import io, metrics, weights
+from ._napari_commands import (
+    LayerRun,
+    Settings,
+    add_outputs,
+    check_layer,
+    get_dehazer,
+    output_layers,
+    run_layer,
+)
+
+__all__ = ["AirlightWidget", "CompareWidget", "DehazeWidget", "TransmissionWidget", "grid_of"]
+
+METHOD_CHOICES = [("ClearNet", "clearnet"), ("Dark Channel Prior", "dcp")]
+
+
+def model_choices(_widget: Any = None) -> list[tuple[str, str]]:
+    """Registry models, labelled with whether they are ready or need a download."""
+    out = []
+    for entry in weights.registry():
+        if entry.bundled:
+            state = "bundled"
+        elif weights.cached_path(entry) is not None:
+            state = "cached"
+        else:
+            state = f"download {entry.size / 1e6:.1f} MB"
+        out.append((f"{entry.name} ({state})", entry.name))
+    return out
+
+
+def device_choices() -> list[str]:
+    """Only devices that exist here: 'auto' and the CPU always, CUDA/MPS when available."""
+    import torch
+
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def _spin(label: str, value: float, lo: float, hi: float, step: float = 0.01, **kw: Any) -> FloatSpinBox:
+    return FloatSpinBox(label=label, value=value, min=lo, max=hi, step=step, **kw)
+
+
+class _Panel(Container):
+    """Shared parts: input layer, method/model/device, Run/Cancel, progress and the worker."""
+
+    run_text = "Run"
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.worker: GeneratorWorker | None = None
+        self.input = ComboBox(label="input", choices=self._image_layers, nullable=True)
+        self.method = ComboBox(label="method", choices=METHOD_CHOICES, value="clearnet")
+        self.model = ComboBox(label="model", choices=model_choices, value=weights.DEFAULT_MODEL,
+                              tooltip="models marked 'download' are fetched from the Hugging Face Hub")
+        self.device = ComboBox(label="device", choices=device_choices(), value="auto")
+        self.method.changed.connect(lambda v: setattr(self.model, "enabled", v == "clearnet"))
+        self.extend([self.input, self.method, self.model, self.device])
+        self._add_controls()
+        self.run_button = PushButton(text=self.run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
+        self.status = Label(label="", value="")
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self.extend([Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                               labels=False), self.progress, self.status])
+        # napari keeps the layer choices in sync once docked (it calls reset_choices on layer events)
+        self.reset_choices()
+        if self.input.value is None:
+            sel = [lay for lay in napari_viewer.layers.selection if isinstance(lay, Image)]
+            if sel:
+                self.input.value = sel[0]
+
+    # --------------------------------------------------------------- for subclasses
+    def _add_controls(self) -> None:
+        """Add the widget's own controls (between device and Run)."""
+
+    def _settings(self) -> Settings:
+        return Settings(self.method.value, self.model.value, self.device.value)
+
+    def _outputs(self) -> list[str]:
+        return ["dehazed"]
+
+    def _done(self, run: LayerRun) -> None:
+        # the outputs chosen when the run started (checkboxes may have changed since)
+        add_outputs(self.viewer, output_layers(run, run.extras["outputs"]))
+
+    # --------------------------------------------------------------- running
+    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image)]
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self, layer: Any = None, settings: Settings | None = None) -> GeneratorWorker | None:
+        """Validate on the GUI thread, then run in a worker; problems become notifications."""
+        if self.running:
+            show_info("napari-clearnet: a run is already in progress; cancel it first")
+            return None
+        layer = self.input.value if layer is None or isinstance(layer, bool) else layer
+        try:
+            if layer is None:
+                raise ValueError("choose an input image layer first")
+            check_layer(layer)
+            settings = settings or self._settings()
+            outputs = self._outputs()
+        except ValueError as exc:
+            show_error(f"napari-clearnet: {exc}")
+            return None
+        # connecting 'errored' here stops the worker from re-raising into the Qt event loop
+        connect = {"yielded": self._on_progress, "returned": self._done, "errored": self._on_error,
+                   "aborted": self._on_aborted, "finished": self._on_finished}
+        worker = create_worker(self._job, layer, settings, outputs, _connect=connect, _start_thread=False)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.visible = True
+        self.progress.max, self.progress.value = 0, 0  # busy until the first frame count arrives
+        self.status.value = _start_message(settings)
+        worker.start()
+        return worker
+
+    @staticmethod
+    def _job(
+        layer: Any, settings: Settings, outputs: list[str]
+    ) -> Generator[tuple[int, int], None, LayerRun]:
+        dehazer = get_dehazer(settings.method, settings.model, settings.device)
+        run = yield from run_layer(layer, dehazer, settings, with_raw="raw transmission" in outputs,
+                                   with_sources="airlight" in outputs)
+        run.extras["outputs"] = outputs
+        return run
+
+    def cancel(self, *_: Any) -> None:
+        """Stop after the current frame; the results so far are dropped."""
+        if self.worker is not None:
+            self.status.value = "cancelling…"
+            self.worker.quit()
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        self.progress.max = total
+        self.progress.value = done
+        self.status.value = f"frame {done}/{total}" if total > 1 else ("done" if done else "working…")
+
+    def _on_aborted(self) -> None:
+        self.status.value = "cancelled"
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.value = "failed"
+        show_error(f"napari-clearnet: {type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self.progress.visible = False
+        self.model.reset_choices()  # a download changes the model's 'cached' label
+
+
+class DehazeWidget(_Panel):
+    """Dehaze an image or stack; optionally add its transmission map and airlight sources."""
+
+    run_text = "Dehaze"
+
+    def _add_controls(self) -> None:
+        self.t0 = _spin("t0", 0.1, 0.01, 0.9, tooltip="lower bound of t in J = (I - A)/max(t, t0) + A")
+        self.override = CheckBox(text="set airlight A by hand", value=False)
+        self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001, enabled=False) for c in "RGB"]
+        self.override.changed.connect(lambda v: [setattr(s, "enabled", v) for s in self.a_rgb])
+        self.smoothing = _spin("temporal smoothing", 0.0, 0.0, 0.95, 0.05,
+                               tooltip="stacks: blend each frame's A with the previous one (no flicker)")
+        self.add_t = CheckBox(text="add transmission map", value=False)
+        self.add_a = CheckBox(text="add airlight sources", value=False)
+        self.extend([self.t0, self.override,
+                     Container(widgets=self.a_rgb, layout="horizontal", label="A (R, G, B)"),
+                     self.smoothing, self.add_t, self.add_a])
+
+    def _settings(self) -> Settings:
+        a = tuple(s.value for s in self.a_rgb) if self.override.value else None
+        return Settings(self.method.value, self.model.value, self.device.value, float(self.t0.value), a,
+                        float(self.smoothing.value))
+
+    def _outputs(self) -> list[str]:
+        return ["dehazed"] + ["transmission"] * self.add_t.value + ["airlight"] * self.add_a.value
+
+
+class TransmissionWidget(_Panel):
+    """Add the transmission map t(x) in [0, 1] (1 = clear, 0 = only haze), optionally the raw one."""
+
+    run_text = "Estimate transmission"
+
+    def _add_controls(self) -> None:
+        self.raw = CheckBox(text="also the raw (unrefined) map", value=False)
+        self.append(self.raw)
+
+    def _outputs(self) -> list[str]:
+        return ["transmission"] + ["raw transmission"] * self.raw.value
+
+
+class AirlightWidget(_Panel):
+    """Estimate A, show it and where it comes from; override it by hand and dehaze again."""
+
+    run_text = "Estimate airlight"
+
+    def _add_controls(self) -> None:
+        self.values = Label(label="A (R, G, B)", value="–")
+        self.swatch = Label(label="colour", value="")
+        self.swatch.native.setMinimumHeight(20)
+        self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001) for c in "RGB"]
+        self.rerun_button = PushButton(text="Dehaze with this A")
+        self.rerun_button.changed.connect(self.rerun)
+        self.extend([self.values, self.swatch,
+                     Container(widgets=self.a_rgb, layout="horizontal", label="override A"),
+                     self.rerun_button])
+        self._mode = "estimate"
+
+    def _outputs(self) -> list[str]:
+        return ["airlight"] if self._mode == "estimate" else ["dehazed"]
+
+    def start(self, layer: Any = None, settings: Settings | None = None) -> GeneratorWorker | None:
+        self._mode = "estimate" if settings is None or settings.airlight is None else "override"
+        return super().start(layer, settings)
+
+    def rerun(self, *_: Any) -> GeneratorWorker | None:
+        """Dehaze the input with the A in the override boxes (a new layer, as the settings differ)."""
+        try:
+            settings = Settings(self.method.value, self.model.value, self.device.value,
+                                airlight=tuple(s.value for s in self.a_rgb))
+        except ValueError as exc:
+            show_error(f"napari-clearnet: {exc}")
+            return None
+        return self.start(None, settings)
+
+    def _done(self, run: LayerRun) -> None:
+        super()._done(run)
+        a = np.asarray(run.result.airlight, np.float32).reshape(-1, 3)
+        mean = a.mean(0)
+        text = ", ".join(f"{v:.3f}" for v in mean)
+        if len(a) > 1:
+            text += f"  (mean of {len(a)} frames; range {a.min():.3f}–{a.max():.3f})"
+        self.values.value = text
+        r, g, b = (round(255 * float(v)) for v in np.clip(mean, 0, 1))
+        self.swatch.native.setStyleSheet(f"background-color: rgb({r}, {g}, {b}); border: 1px solid gray;")
+        if self._mode == "estimate":
+            for box, v in zip(self.a_rgb, mean, strict=True):
+                box.value = round(float(v), 3)
+
+
+class CompareWidget(Container):
+    """Outputs side by side (grid mode) and their quality: PSNR/SSIM against a reference layer,
+    or no-reference haze measures when there is none."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.grid_button = PushButton(text="Side by side (grid)")
+        self.grid_button.changed.connect(self.toggle_grid)
+        self.reference = ComboBox(label="reference", choices=self._image_layers, nullable=True, value=None,
+                                  tooltip="a clear image of the same scene; empty: no-reference measures")
+        self.measure_button = PushButton(text="Measure")
+        self.measure_button.changed.connect(self.measure)
+        self.table = Table(value={"data": [], "columns": []})
+        self.table.read_only = True
+        self.extend([self.grid_button, self.reference, self.measure_button, self.table])
+
+    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image)]
+
+    def toggle_grid(self, *_: Any) -> None:
+        grid = grid_of(self.viewer)
+        grid.enabled = not grid.enabled
+        self.grid_button.text = "Overlay (no grid)" if grid.enabled else "Side by side (grid)"
+
+    def measure(self, *_: Any) -> dict[str, dict[str, float | str]]:
+        """Measure every image layer (stacks: mean over frames); returns and shows the table."""
+        ref = self.reference.value
+        rows: dict[str, dict[str, float | str]] = {}
+        for lay in self.viewer.layers:
+            if not isinstance(lay, Image) or lay is ref or lay.multiscale:
+                continue
+            try:
+                frames = _frames01(lay)
+                if ref is None:
+                    vals = [metrics.haze_measures(f) for f in frames]
+                    rows[lay.name] = {k: round(float(np.mean([v[k] for v in vals])), 4) for k in vals[0]}
+                else:
+                    ref_frames = _frames01(ref)
+                    if len(ref_frames) not in (1, len(frames)) or ref_frames[0].shape != frames[0].shape:
+                        rows[lay.name] = {"psnr": "n/a", "ssim": "n/a",
+                                          "note": f"shape differs from {ref.name!r}"}
+                        continue
+                    pairs = [(f, ref_frames[min(i, len(ref_frames) - 1)]) for i, f in enumerate(frames)]
+                    with np.errstate(divide="ignore"):  # identical images: PSNR is inf, not a warning
+                        psnr = float(np.mean([metrics.psnr(f, r) for f, r in pairs]))
+                    rows[lay.name] = {
+                        "psnr": round(psnr, 3),
+                        "ssim": round(float(np.mean([metrics.ssim(f, r) for f, r in pairs])), 4),
+                    }
+            except ValueError as exc:
+                rows[lay.name] = {"note": str(exc)}
+        columns = sorted({k for r in rows.values() for k in r}, key=["psnr", "ssim", "dark_channel",
+                         "contrast", "saturation", "note"].index)
+        self.table.value = {"data": [[r.get(c, "") for c in columns] for r in rows.values()],
+                            "index": list(rows), "columns": columns}
+        return rows
+
+
+def _start_message(settings: Settings) -> str:
+    """Say up front when the first run will download a model (it can take a while)."""
+    if settings.method != "clearnet":
+        return "starting…"
+    name = settings.model or weights.DEFAULT_MODEL
+    try:
+        entry = weights.get_entry(name)
+    except KeyError:
+        return "loading the model…"
+    if not entry.bundled and weights.cached_path(entry) is None:
+        return f"downloading {name} ({entry.size / 1e6:.1f} MB) from the Hugging Face Hub…"
+    return "loading the model…"
+
+
+def grid_of(viewer: Any) -> Any:
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def _frames01(layer: Image) -> list[np.ndarray]:
+    """A layer's frames as float32 (H, W) or (H, W, 3) in [0, 1] (alpha dropped)."""
+    data = np.asarray(layer.data)
+    layout = io.describe_layout(data.shape, -1 if layer.rgb else None)
+    tail = (layout.height, layout.width) + ((layout.channels,) if layout.channels else ())
+    frames = io.to_float01(data.reshape((layout.n_frames, *tail)))
+    if layout.channels:
+        frames = frames[..., :3]
+    return list(frames)
