@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _png16
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "Layout",
@@ -43,7 +45,7 @@ class Layout:
         return int(np.prod(self.frames_shape)) if self.frames_shape else 1
 
 
-def describe_layout(shape: tuple[int, ...], channel_axis: int | None | str = "auto") -> Layout:
+def describe_layout(shape: tuple[int, ...], channel_axis: int | str | None = "auto") -> Layout:
     """Decide how to read an array of ``shape``.
 
     ``"auto"``: 2-D is grey; a last axis of 1, 3 or 4 is channels (grey, RGB, RGBA); otherwise the
@@ -107,10 +109,10 @@ def to_float01(
             raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
         out = (a.astype(np.float32) - lo) / (hi - lo)
         return _finite_clip(out)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
+    if a.dtype in (np.uint8, np.uint16):
+        f = a.astype(np.float32)
+        f /= 255.0 if a.dtype == np.uint8 else 65535.0  # in place: no second full-size copy
+        return f
     if a.size == 0:
         return a.astype(np.float32)
     f = a.astype(np.float32, copy=True) if np.issubdtype(a.dtype, np.floating) else a.astype(np.float64)
@@ -135,6 +137,8 @@ def to_float01(
         raise ValueError(
             f"image values reach {hi:g}, beyond 16-bit range; pass value_range=(low, high)"
         )
+    if scale == 1.0 and lo >= 0.0 and hi <= 1.0 and f.dtype == np.float32:
+        return f  # already a private float32 copy in [0, 1]
     return np.clip(f / scale, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -150,13 +154,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if _png16.is_png16_colour(path):  # Pillow would silently drop 8 of the 16 bits
+        try:
+            return _png16.read_png16(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from None
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
         try:
-            return np.asarray(tifffile.imread(path))
+            arr = np.asarray(tifffile.imread(path))
         except Exception as exc:  # tifffile raises many types for bad files
             raise ValueError(f"cannot read {path}: {exc}") from None
+        if arr.size == 0 or arr.ndim < 2:  # tifffile returns an empty array for some corrupt files
+            raise ValueError(f"cannot read {path}: no image data (corrupt or empty TIFF)")
+        return arr
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -207,13 +219,14 @@ def write_image(
             if data.ndim == 3 and data.shape[-1] == 1:
                 data = data[..., 0]
             if data.dtype == np.uint16 and data.ndim == 3:
-                # Pillow has no 16-bit RGB mode; imageio writes 16-bit RGB PNG.
-                import imageio.v3 as iio
+                # Pillow (and imageio through it) has no 16-bit RGB mode
+                from ._png16 import write_png16
 
-                iio.imwrite(tmp, data, extension=".png")
+                write_png16(tmp, data)
             else:
                 fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix)
-                Image.fromarray(data).save(tmp, format=fmt or Image.registered_extensions().get(suffix, "PNG"))
+                fmt = fmt or Image.registered_extensions().get(suffix, "PNG")
+                Image.fromarray(data).save(tmp, format=fmt)
         if not overwrite and path.exists():
             raise FileExistsError(f"{path} appeared while writing; not replaced")
         os.replace(tmp, path)
