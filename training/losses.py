@@ -1,0 +1,216 @@
+"""Training objectives for ClearNet.
+
+Two families:
+
+* the original ClearNet physics losses on real hazy photos (dark channel of J, colour constancy,
+  total variation of t), plus an exposure guard. Alone they have an attractor: the dark-channel
+  loss always prefers less transmission and a brighter A, i.e. a black, over-dehazed image;
+* **self-supervised re-hazing pseudo-pairs** (the main signal): dehaze a real photo with the
+  prior, haze the result again with a *known* transmission t′ = exp(−β′ d) and airlight A′, and
+  supervise the network on what is known (optical depth −ln t and A). It teaches the per-image
+  haze amount and penalises doing nothing (t = 1) as much as over-dehazing.
+
+Every weight is applied exactly once, in :meth:`Objective.total`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from napari_clearnet import physics
+
+__all__ = [
+    "LossWeights",
+    "Objective",
+    "PseudoPairs",
+    "color_constancy_loss",
+    "dark_channel_loss",
+    "exposure_loss",
+    "make_pseudo_pairs",
+    "pseudo_pair_losses",
+    "tv_loss",
+]
+
+
+def dark_channel_loss(j: torch.Tensor, patch: int = 15) -> torch.Tensor:
+    """Mean dark channel of J: haze-free outdoor images have a dark channel near 0 (He et al.)."""
+    return physics.dark_channel(j, patch).mean()
+
+
+def color_constancy_loss(j: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE colour constancy: squared differences of J's channel means (grey-world)."""
+    m = j.mean((2, 3))  # (B, 3)
+    r, g, b = m[:, 0], m[:, 1], m[:, 2]
+    return ((r - g) ** 2 + (r - b) ** 2 + (g - b) ** 2).mean()
+
+
+def tv_loss(t: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation of t (mean absolute neighbour difference): smooth maps."""
+    dy = (t[..., 1:, :] - t[..., :-1, :]).abs().mean()
+    dx = (t[..., :, 1:] - t[..., :, :-1]).abs().mean()
+    return dx + dy
+
+
+def exposure_loss(j_unclipped: torch.Tensor, floor: float = 0.2, patch: int = 16) -> torch.Tensor:
+    """Guard against the black attractor (t → t_min with A → 1 sends J below 0): penalise local
+    mean luma below ``floor``. One-sided, so a correctly dehazed image pays nothing."""
+    luma = physics.gray(j_unclipped)
+    k = max(1, min(patch, *luma.shape[-2:]))
+    means = F.avg_pool2d(luma, k, stride=k)
+    return F.relu(floor - means).pow(2).mean()
+
+
+@dataclass
+class PseudoPairs:
+    """A batch of re-hazed images with what is known about them."""
+
+    hazy: torch.Tensor  # (B, 3, h, w) I′ = J0 t′ + A′ (1 − t′)
+    depth: torch.Tensor  # (B, 1, h, w) −ln t′ = β′ d
+    airlight: torch.Tensor  # (B, 3) A′
+    t_mean: torch.Tensor  # (B,) mean of t′ (uniform in the configured range)
+
+
+def _solve_beta(d: torch.Tensor, target: torch.Tensor, t_min: float, iters: int = 40) -> torch.Tensor:
+    """β per image with mean(clamp(exp(−β d), t_min, 1)) = target, by bisection (monotone in β)."""
+    lo = torch.zeros_like(target)
+    hi = torch.full_like(target, 64.0)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        m = torch.exp(-mid.reshape(-1, 1, 1, 1) * d).clamp(t_min, 1.0).mean((1, 2, 3))
+        too_hazy = m < target
+        hi = torch.where(too_hazy, mid, hi)
+        lo = torch.where(too_hazy, lo, mid)
+    return 0.5 * (lo + hi)
+
+
+@torch.no_grad()
+def make_pseudo_pairs(
+    prior_fn,
+    hazy: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    t_mean_range: tuple[float, float] = (0.25, 0.9),
+    grey_range: tuple[float, float] = (0.6, 1.0),
+    tint: float = 0.05,
+    t_min: float = 0.02,
+    t0: float = 0.1,
+) -> PseudoPairs:
+    """Re-haze real hazy crops with a known transmission and airlight (no gradient).
+
+    ``prior_fn(I) -> (t_raw, t, A)`` is the model's prior. J0 = recover(I, t_p, A_p) is a partly
+    dehazed scene; d = −ln t_p, normalised to mean 1 per image, is its relative depth; β′ is
+    chosen so the mean of t′ = exp(−β′ d) is uniform in ``t_mean_range``; A′ is grey in
+    ``grey_range`` with a ±``tint`` colour tint.
+    """
+    b = hazy.shape[0]
+    dev = hazy.device
+    _, t_p, a_p = prior_fn(hazy)
+    t_p = t_p.float().clamp(t_min, 1.0)
+    j0 = physics.recover(hazy.float(), t_p, a_p.float(), t0)
+    d = -torch.log(t_p) + 1e-3  # +ε: an image the prior calls haze-free still gets some depth
+    d = d / d.mean((1, 2, 3), keepdim=True)
+
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    t_mean = uniform(*t_mean_range, b)
+    beta = _solve_beta(d, t_mean, t_min)
+    t_new = torch.exp(-beta.reshape(-1, 1, 1, 1) * d).clamp(t_min, 1.0)
+    a_new = (uniform(*grey_range, b, 1) + uniform(-tint, tint, b, 3)).clamp(0.05, 1.0)
+    rehazed = physics.haze(j0, t_new, a_new).clamp(0.0, 1.0)
+    return PseudoPairs(rehazed, -torch.log(t_new), a_new, t_new.mean((1, 2, 3)))
+
+
+def pseudo_pair_losses(
+    t_pred: torch.Tensor, a_pred: torch.Tensor, pairs: PseudoPairs, centre: bool = False
+) -> dict[str, torch.Tensor]:
+    """L1 on optical depth (−ln t vs β′ d) and on A vs A′: zero iff the prediction is right.
+
+    With ``centre`` the predicted depths are first divided by the batch's geometric-mean ratio
+    of predicted to target depth: the loss then teaches *relative* haze amounts (which image is
+    hazier, and the spatial layout) but exerts no pull on the global haze level, which stays
+    where the prior puts it (its ω was chosen on validation data; the pseudo-pairs' own level is
+    biased by the haze the prior leaves in J0).
+    """
+    depth = -torch.log(t_pred.float())
+    if centre:
+        ratio = depth.mean((1, 2, 3)).clamp(min=1e-4) / pairs.depth.mean((1, 2, 3)).clamp(min=1e-4)
+        depth = depth / torch.exp(torch.log(ratio).mean())
+    return {
+        "pseudo_depth": (depth - pairs.depth).abs().mean(),
+        "pseudo_airlight": (a_pred.float() - pairs.airlight).abs().mean(),
+    }
+
+
+@dataclass
+class LossWeights:
+    """Weight of each term; 0 switches a term off (and skips its computation)."""
+
+    pseudo_depth: float = 1.0
+    pseudo_airlight: float = 1.0
+    dark_channel: float = 0.0
+    color_constancy: float = 0.0
+    tv: float = 0.0
+    exposure: float = 0.0
+    dark_patch: int = 15
+    exposure_floor: float = 0.2
+    #: remove the batch-wide haze level from the depth term (see :func:`pseudo_pair_losses`)
+    centre_depth: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LossWeights:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown loss keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def needs_real_pass(self) -> bool:
+        """Whether any term is computed on the real (not re-hazed) photos."""
+        return any(getattr(self, k) > 0 for k in ("dark_channel", "color_constancy", "tv", "exposure"))
+
+
+TERM_NAMES = ("pseudo_depth", "pseudo_airlight", "dark_channel", "color_constancy", "tv", "exposure")
+
+
+class Objective:
+    """Computes the terms and their weighted sum; the only place a weight is applied."""
+
+    def __init__(self, weights: LossWeights, t0: float = 0.1) -> None:
+        self.w = weights
+        self.t0 = t0
+
+    def physics_terms(
+        self, hazy: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The original ClearNet losses (+ exposure guard) for predictions on real photos."""
+        w = self.w
+        j_raw = physics.recover(hazy.float(), t.float(), airlight.float(), self.t0, clip=False)
+        j = j_raw.clamp(0.0, 1.0)
+        terms: dict[str, torch.Tensor] = {}
+        if w.dark_channel > 0:
+            terms["dark_channel"] = dark_channel_loss(j, w.dark_patch)
+        if w.color_constancy > 0:
+            terms["color_constancy"] = color_constancy_loss(j)
+        if w.tv > 0:
+            terms["tv"] = tv_loss(t.float())
+        if w.exposure > 0:
+            terms["exposure"] = exposure_loss(j_raw, w.exposure_floor)
+        return terms
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ weight × term, each weight once."""
+        out = None
+        for name, value in terms.items():
+            part = getattr(self.w, name) * value
+            out = part if out is None else out + part
+        if out is None:
+            raise ValueError("no loss term computed: every weight is 0")
+        return out
