@@ -14,18 +14,85 @@ __all__ = ["build_parser", "main"]
 
 
 def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dehaze", help="dehaze image files, folders or globs into an output folder")
-    p.set_defaults(func=_not_ready)
+    p = sub.add_parser(
+        "dehaze",
+        help="dehaze image files, folders or globs into an output folder",
+        description="Dehaze image files, folders (their images) or glob patterns into OUTDIR. "
+        "Existing outputs are never replaced unless --overwrite is given. Exit status: 0 all "
+        "done, 1 some inputs failed or outputs already existed, 2 nothing could start, "
+        "130 interrupted (rerun with --skip-existing to carry on).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="output folder (created if needed)")
+    p.add_argument("--method", choices=("clearnet", "dcp"), default="clearnet",
+                   help="ClearNet (default) or the classic Dark Channel Prior")
+    p.add_argument("--model", metavar="NAME_OR_PATH", default=None,
+                   help="registry name, .safetensors path or hf://ORG/REPO/FILE (default: bundled model)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--save-transmission", action="store_true", help="also write <stem>_transmission.png")
+    p.add_argument("--save-airlight", action="store_true",
+                   help="also write <stem>_airlight.json with A and provenance")
+    p.add_argument("--suffix", default="_dehazed", help="added to each output name (default: _dehazed)")
+    p.add_argument("--format", choices=("png", "jpg", "tif", "same"), default="same",
+                   help="output format (default: same as the input)")
+    p.add_argument("--bit-depth", choices=("8", "16", "same"), default="same",
+                   help="8, 16 (PNG/TIFF only) or same as the input (default)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    group.add_argument("--skip-existing", action="store_true",
+                       help="silently skip inputs whose outputs exist (resume an interrupted run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_dehaze)
+
+
+def _run_dehaze(args: argparse.Namespace) -> int:
+    from .batch import BatchError, BatchOptions, dehaze_files
+
+    try:
+        opts = BatchOptions(
+            method=args.method, model=args.model, device=args.device, suffix=args.suffix,
+            format=args.format, bit_depth=args.bit_depth, overwrite=args.overwrite,
+            skip_existing=args.skip_existing, save_transmission=args.save_transmission,
+            save_airlight=args.save_airlight,
+        )
+        report = dehaze_files(args.inputs, args.output, opts, progress=False if args.no_progress else None)
+    except BatchError as exc:
+        print(f"clearnet dehaze: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{len(report.written)} files written to {args.output}"
+        + (f", {len(report.skipped)} inputs skipped (outputs exist)" if report.skipped else "")
+        + (f", {len(report.failed)} inputs failed" if report.failed else "")
+        + (f", {len(report.existing)} not replaced (outputs exist)" if report.existing else ""),
+        file=sys.stderr,
+    )
+    return report.exit_code
 
 
 def add_weights_parser(sub: argparse._SubParsersAction) -> None:
+    from ._weights_cli import add_arguments
+
     p = sub.add_parser("weights", help="list, download, verify and locate model weights")
-    p.set_defaults(func=_not_ready)
+    add_arguments(p)
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure speed and memory on this machine")
-    p.set_defaults(func=_not_ready)
+    p = sub.add_parser(
+        "bench", help="measure speed and memory on this machine",
+        description="Throughput (MP/s, s/MP) and peak memory of ClearNet, the DCP baseline and the "
+        "original full-resolution U-Net, each configuration in a fresh subprocess.",
+    )
+    from .bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import run_from_args
+
+    return run_from_args(args)
 
 
 def _not_ready(args: argparse.Namespace) -> int:  # replaced as each subcommand lands

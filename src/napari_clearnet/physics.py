@@ -65,8 +65,26 @@ def _min_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     if size <= 1:
         return x
     pad = size // 2
-    x = -F.max_pool2d(F.pad(-x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
-    return -F.max_pool2d(F.pad(-x, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
+    x = _min_1d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), size, -1)
+    return _min_1d(F.pad(x, (0, 0, pad, pad), mode="replicate"), size, -2)
+
+
+def _min_1d(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Running minimum over ``size`` consecutive entries along ``dim`` (valid part only).
+
+    Doubling windows (1, 2, 4, …) then two overlapping ones need O(log size) elementwise
+    minima: exact, and several times faster on the CPU than ``max_pool2d``, which also
+    computes indices.
+    """
+    n_out = x.shape[dim] - size + 1
+    width = 1
+    while 2 * width <= size:
+        n = x.shape[dim] - width
+        x = torch.minimum(x.narrow(dim, 0, n), x.narrow(dim, width, n))
+        width *= 2
+    if width == size:
+        return x.narrow(dim, 0, n_out)
+    return torch.minimum(x.narrow(dim, 0, n_out), x.narrow(dim, size - width, n_out))
 
 
 def dark_channel(image: torch.Tensor, patch: int = 15) -> torch.Tensor:
@@ -85,7 +103,7 @@ def airlight_top_dark(
     """
     b, c = image.shape[:2]
     flat_dark = dark.reshape(b, -1)
-    k = max(1, int(round(flat_dark.shape[1] * fraction)))
+    k = max(1, round(flat_dark.shape[1] * fraction))
     idx = flat_dark.topk(k, dim=1).indices  # (B, k)
     flat = image.reshape(b, c, -1)
     picked = flat.gather(2, idx.unsqueeze(1).expand(b, c, k))  # (B, C, k)
@@ -198,15 +216,17 @@ def upsample_linear(
     h_in, w_in = x.shape[-2:]
     r0, r1 = rows if rows is not None else (0, h_out)
     yi0, yi1, wy = _linear_weights(h_out, h_in, r0, r1, x.device)
-    xi0, xi1, wx = _linear_weights(w_out, w_in, 0, w_out, x.device)
     wy = wy.to(x.dtype).reshape(-1, 1)
-    wx = wx.to(x.dtype)
     top = x.index_select(-2, yi0)
     bot = x.index_select(-2, yi1)
-    rows_x = top + (bot - top) * wy
-    left = rows_x.index_select(-1, xi0)
-    right = rows_x.index_select(-1, xi1)
-    return left + (right - left) * wx
+    rows_x = torch.lerp(top, bot, wy)  # (…, r1 - r0, w_in): cheap, at input width
+    if w_in == w_out:
+        return rows_x
+    # the wide part in one fused kernel: rows are independent, so a 1-D linear
+    # interpolation along the width gives the same numbers as 2-D bilinear
+    lead = rows_x.shape[:-1]
+    wide = F.interpolate(rows_x.reshape(1, -1, w_in), size=w_out, mode="linear", align_corners=False)
+    return wide.reshape(*lead, w_out)
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,369 @@
+"""Speed and memory benchmark behind ``clearnet bench`` and ``benchmarks/bench.py``.
+
+Every configuration (method × size) runs in a fresh Python subprocess, so its peak memory is its
+own: the worker reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the kernel's high-water
+mark of resident memory, exact, no sampling) after a warm-up and the timed repeats, and its
+resident memory just before the first run (interpreter, torch and the model), so the
+difference is what the image itself costs. Times are medians of the repeats after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_SIZES", "machine_info", "run_benchmark", "shape_for"]
+
+DEFAULT_SIZES = (0.25, 1.0, 4.0, 12.0)
+METHODS = ("clearnet", "dcp", "original", "clearnet-bf16")
+#: what runs unless --methods says otherwise (clearnet-bf16: the opt-in bfloat16 network on CPU)
+DEFAULT_METHODS = ("clearnet", "dcp", "original")
+#: a clip: frames, height, width
+DEFAULT_VIDEO = (16, 360, 640)
+#: the original design is skipped where one run is estimated to take longer than this
+ORIGINAL_LIMIT_S = 60.0
+#: benchmarks/original_unet.py of a source checkout (not shipped in the wheel)
+ORIGINAL_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "original_unet.py"
+
+
+def shape_for(megapixels: float) -> tuple[int, int]:
+    """(H, W) of a 4:3 landscape image with about ``megapixels`` million pixels."""
+    w = round(math.sqrt(megapixels * 1e6 * 4 / 3))
+    return max(1, round(w * 3 / 4)), max(1, w)
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """What the numbers depend on: CPU model, cores, torch version and threads, device."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+# ----------------------------------------------------------------------------- worker side
+def _test_image(frames: int, height: int, width: int):
+    """A smooth synthetic hazy scene (float32, deterministic): content shapes the DCP's top-k and
+    the guided filter no more than any photo, and no data file is needed."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    xx = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    base = 0.35 + 0.3 * yy + 0.15 * np.sin(6 * xx) * np.array([1.0, 0.9, 0.8], np.float32)
+    out = np.empty((frames, height, width, 3), np.float32)
+    for i in range(frames):
+        out[i] = base + 0.05 * rng.random((height, width, 3), dtype=np.float32)
+    np.clip(out, 0, 1, out=out)
+    return out[0] if frames == 1 else out
+
+
+def _rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _worker(
+    method: str, frames: int, height: int, width: int, repeats: int, device: str, original: str
+) -> dict:
+    """Run one configuration in this (fresh) process and return its timings and memory."""
+    import numpy as np
+    import torch
+
+    from . import engine, physics
+
+    image = _test_image(frames, height, width)
+    if method == "original":
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("original_unet", original)
+        mod = importlib.util.module_from_spec(spec)
+        assert spec.loader is not None
+        spec.loader.exec_module(mod)
+        dev = engine.pick_device(device)
+        net = mod.OriginalAttentionUNet().to(dev).eval()
+
+        @torch.inference_mode()
+        def run() -> tuple[int, ...]:
+            stack = image if frames > 1 else image[None]
+            outs = []
+            for f in stack:  # one frame at a time, as its full-resolution activations are huge
+                x = torch.from_numpy(f).to(dev).permute(2, 0, 1)[None]
+                o = net(x)
+                outs.append(physics.recover(x, o["t"], o["airlight"]).permute(0, 2, 3, 1).cpu().numpy())
+            return outs[0].shape[1:] if frames == 1 else np.concatenate(outs).shape
+    else:
+        half = True if method == "clearnet-bf16" else None
+        dehazer = engine.load_model(method=method.removesuffix("-bf16"), device=device, half=half)
+
+        def run() -> tuple[int, ...]:
+            return dehazer.dehaze(image).image.shape
+
+    baseline = _rss_mb()
+    shape = run()  # warm-up
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t, c = time.perf_counter(), time.process_time()
+        run()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    res = {"times": times, "cpu_times": cpu_times, "output_shape": list(shape),
+           "input_shape": list(image.shape), "peak_rss_mb": peak, "baseline_rss_mb": baseline,
+           "threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        res["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return res
+
+
+# ----------------------------------------------------------------------------- driver side
+def _spawn(method: str, frames: int, height: int, width: int, repeats: int, device: str,
+           original: str, timeout: float) -> dict:
+    args = [sys.executable, "-m", "napari_clearnet.bench", "--worker",
+            json.dumps([method, frames, height, width, repeats, device, original])]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"worker failed (exit {proc.returncode}): {' | '.join(tail)}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(
+    sizes: Sequence[float] = DEFAULT_SIZES,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    repeats: int = 5,
+    device: str = "cpu",
+    video: tuple[int, int, int] | None = DEFAULT_VIDEO,
+    original: str | os.PathLike | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Measure every method at every size (and the clip); returns a JSON-ready dict."""
+    from .engine import pick_device
+
+    device = str(pick_device(device))
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; choose from {list(METHODS)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"sizes are megapixels and must be > 0, got {list(sizes)}")
+    original_path = Path(original) if original else ORIGINAL_PATH
+    configs = [(f"{s:g} MP", 1, *shape_for(s)) for s in sorted(sizes)]
+    if video is not None:
+        n, h, w = video
+        configs.append((f"video {n}x{w}x{h}", n, h, w))
+    results: list[dict[str, Any]] = []
+    original_s_per_mp: float | None = None
+    for method in methods:
+        for label, frames, h, w in configs:
+            mp = frames * h * w / 1e6
+            row: dict[str, Any] = {"method": method, "label": label, "frames": frames, "height": h,
+                                   "width": w, "megapixels": mp}
+            reps = repeats
+            if method == "original":
+                reps = min(repeats, 2)
+                if not original_path.is_file():
+                    row["skipped"] = f"{original_path} not found (it lives in the source checkout)"
+                elif original_s_per_mp is not None and original_s_per_mp * mp > ORIGINAL_LIMIT_S:
+                    est = original_s_per_mp * mp
+                    row["skipped"] = f"estimated {est:.0f} s per run (> {ORIGINAL_LIMIT_S:.0f} s)"
+                    row["estimated_seconds"] = round(est, 1)
+            if "skipped" not in row:
+                timeout = 600.0 if method != "original" else (reps + 1) * ORIGINAL_LIMIT_S * 2
+                out = _spawn(method, frames, h, w, reps, device, str(original_path), timeout)
+                if "error" in out:
+                    row["skipped"] = out["error"]
+                else:
+                    med = _median(out["times"])
+                    row.update(out)
+                    row.update(seconds=med, mp_per_s=mp / med, s_per_mp=med / mp,
+                               cpu_seconds=_median(out["cpu_times"]))
+                    if method == "original" and frames == 1:
+                        original_s_per_mp = max(original_s_per_mp or 0.0, med / mp)
+            results.append(row)
+            if log is not None:
+                log(format_row(row))
+    return {"machine": machine_info(device), "repeats": repeats, "results": results,
+            "speedups": _speedups(results)}
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    k = len(s) // 2
+    return s[k] if len(s) % 2 else 0.5 * (s[k - 1] + s[k])
+
+
+def _speedups(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """ClearNet's speed-up over each other method, per configuration (ratio of median times)."""
+    by = {(r["method"], r["label"]): r for r in results if "seconds" in r}
+    out: dict[str, dict[str, float]] = {}
+    for (method, label), r in by.items():
+        if method != "clearnet":
+            continue
+        for other in ("dcp", "original"):
+            o = by.get((other, label))
+            if o is not None:
+                out.setdefault(label, {})[f"vs_{other}"] = round(o["seconds"] / r["seconds"], 2)
+    return out
+
+
+def format_row(r: dict[str, Any]) -> str:
+    head = f"{r['method']:>9} {r['label']:>22} "
+    if "skipped" in r:
+        return head + f"skipped: {r['skipped']}"
+    return head + (f"{r['seconds']:9.3f} s {r['mp_per_s']:8.2f} MP/s {r['s_per_mp']:8.3f} s/MP "
+                   f"(CPU {r['cpu_seconds']:7.3f} s) "
+                   f"peak RSS {r['peak_rss_mb']:7.0f} MB (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f})")
+
+
+def format_header(m: dict[str, Any], repeats: int) -> list[str]:
+    return [f"device {m['device']}, torch {m['torch']}, {m['torch_threads']} threads, CPU {m['cpu']} "
+             f"({m['cpu_count']} logical), {m['date']}",
+             f"medians of {repeats} runs after a warm-up; peak RSS = ru_maxrss of a fresh "
+             "subprocess per row (+ what the image added to interpreter, torch and model)"]
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The results as a Markdown table (what docs/benchmarks.md shows)."""
+    m = report["machine"]
+    lines = [f"Measured {m['date']} on {m['cpu']} ({m['cpu_count']} logical CPUs), {m['device']}, "
+             f"torch {m['torch']} with {m['torch_threads']} threads; medians of {report['repeats']} runs "
+             "after a warm-up (the original design: at most 2).", "",
+             "| method | input | median s | MP/s | s/MP | CPU s | peak RSS MB (image's share) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        size = f"{r['label']} ({r['width']}×{r['height']})" if r["frames"] == 1 else r["label"]
+        if "skipped" in r:
+            lines.append(f"| {r['method']} | {size} | skipped: {r['skipped']} | | | | |")
+        else:
+            share = r["peak_rss_mb"] - r["baseline_rss_mb"]
+            lines.append(f"| {r['method']} | {size} | {r['seconds']:.3f} | {r['mp_per_s']:.2f} | "
+                         f"{r['s_per_mp']:.3f} | {r['cpu_seconds']:.3f} | "
+                         f"{r['peak_rss_mb']:.0f} (+{share:.0f}) |")
+    lines += ["", "| input | ClearNet speed-up vs DCP | vs original |", "|---|---:|---:|"]
+    for label, s in report["speedups"].items():
+        vo = f"{s['vs_original']:.1f}×" if "vs_original" in s else "–"
+        vd = f"{s['vs_dcp']:.1f}×" if "vs_dcp" in s else "–"
+        lines.append(f"| {label} | {vd} | {vo} |")
+    return "\n".join(lines)
+
+
+def format_report(report: dict[str, Any], rows: bool = True) -> str:
+    lines = format_header(report["machine"], report["repeats"]) if rows else []
+    lines += [format_row(r) for r in report["results"]] if rows else []
+    for label, s in report["speedups"].items():
+        lines.append(f"ClearNet speed-up at {label}: " + ", ".join(f"{k[3:]} {v:.1f}x" for k, v in s.items()))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``clearnet bench`` and ``benchmarks/bench.py``."""
+    p.add_argument("--sizes", default=",".join(f"{s:g}" for s in DEFAULT_SIZES),
+                   help="comma-separated image sizes in megapixels (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per configuration after a warm-up")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, from {','.join(METHODS)} (default %(default)s)")
+    p.add_argument("--video", default="16x640x360",
+                   help="clip as FRAMESxWIDTHxHEIGHT, or 'none' (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    p.add_argument("--original", default=None, help="path of original_unet.py (default: the checkout's)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--markdown", action="store_true", help="also print a Markdown table of the results")
+    p.add_argument("--output", default=None, help="also write the JSON results to this file")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+        video = None
+        if args.video and args.video.lower() != "none":
+            n, w, h = (int(v) for v in args.video.lower().split("x"))
+            video = (n, h, w)
+    except ValueError:
+        print(f"bench: --sizes takes megapixels like 0.25,1,4 and --video FRAMESxWIDTHxHEIGHT like "
+              f"16x640x360; got {args.sizes!r} and {args.video!r}", file=sys.stderr)
+        return 2
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    log = None if args.json else (lambda line: print(line, flush=True))
+    if log is not None:
+        from .engine import pick_device
+
+        try:
+            for line in format_header(machine_info(str(pick_device(args.device))), args.repeats):
+                log(line)
+        except ValueError as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 2
+    try:
+        report = run_benchmark(sizes, methods, args.repeats, args.device, video, args.original, log)
+    except ValueError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(report, indent=2)
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and out.is_dir():
+            print(f"bench: --output {out} is a folder; give a file name", file=sys.stderr)
+            return 2
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, out)
+    print(text if args.json else format_report(report, rows=False))
+    if args.markdown:
+        print(format_markdown(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        print(json.dumps(_worker(*json.loads(argv[1]))))
+        return 0
+    p = argparse.ArgumentParser(prog="bench", description="ClearNet speed and memory benchmark")
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
