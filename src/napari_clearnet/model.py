@@ -38,7 +38,7 @@ class ClearNetConfig:
 
     widths: tuple[int, ...] = (8, 16, 24, 32)  # small trunk: the heads learn a few numbers per image
     in_channels: int = 4  # RGB + prior transmission
-    working_size: int = 256  # long side of the copy the network sees (256: same validation score as 320, 1.8x faster network)
+    working_size: int = 256  # long side of the network's copy (same validation score as 320, faster)
     prior: dcp.DCPParams = field(default_factory=_default_prior)
     t0: float = 0.1  # lower bound of t in the recovery J = (I - A) / max(t, t0) + A
     t_min: float = 0.02  # lower bound of predicted t
