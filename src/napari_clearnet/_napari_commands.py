@@ -141,20 +141,7 @@ def _frames(data: Any, layout: io.Layout) -> Any:
 
 def _frame_rgb(frame: Any, channels: int) -> np.ndarray:
     """One frame as float32 (H, W, 3) in [0, 1], as the engine sees it (grey repeated)."""
-    f = io.to_float01(np.asarray(frame))
-    return np.repeat(f[..., None], 3, -1) if channels == 0 else np.ascontiguousarray(f[..., :3])
-
-
-def _assemble(j: np.ndarray, data: Any, layout: io.Layout) -> np.ndarray:
-    """(n, H, W, 3) results back in the layer's layout: grey stays grey, alpha is kept."""
-    fs, h, w = layout.frames_shape, layout.height, layout.width
-    if layout.channels == 0:
-        return j.mean(-1).reshape((*fs, h, w))
-    out = j.reshape((*fs, h, w, 3))
-    if layout.channels == 4:
-        alpha = io.to_float01(np.asarray(data[..., 3:4]))
-        out = np.concatenate([out, alpha], -1)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return engine.frame_rgb(io.to_float01(np.asarray(frame)), channels)
 
 
 def _source_pixels(rgb: np.ndarray, patch: int, fraction: float) -> np.ndarray:
@@ -231,7 +218,7 @@ def run_layer(
         yield i + 1, total
     fs = layout.frames_shape
     result = DehazeResult(
-        image=_assemble(j, data, layout),
+        image=engine.restore_layout(j, data, layout, None),
         transmission=t.reshape((*fs, h, w)),
         airlight=a.reshape((*fs, 3)),
         provenance=dehazer.provenance(

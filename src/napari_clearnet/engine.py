@@ -306,7 +306,7 @@ class Dehazer:
         kw = {"t0": t0, "strip_pixels": strip_pixels, "with_raw": with_raw}
         for start in range(0, n, k):
             idx = range(start, min(n, start + k))
-            rgbs = [_frame_rgb(io.to_float01(frames[i], value_range), layout.channels) for i in idx]
+            rgbs = [frame_rgb(io.to_float01(frames[i], value_range), layout.channels) for i in idx]
             if len(rgbs) == 1:
                 rgb, i = rgbs[0], idx[0]
                 a_use = a_fixed
@@ -402,7 +402,7 @@ class Dehazer:
                 raw[i] = res.transmission_raw
             if progress is not None:
                 progress(i + 1, total)
-        out_image = _restore_layout(j, image, layout, value_range)
+        out_image = restore_layout(j, image, layout, value_range)
         fs = layout.frames_shape
         return DehazeResult(
             image=out_image,
@@ -456,7 +456,8 @@ def _check_airlight(airlight: Any) -> np.ndarray:
     return a
 
 
-def _frame_rgb(frame: np.ndarray, channels: int) -> np.ndarray:
+def frame_rgb(frame: np.ndarray, channels: int) -> np.ndarray:
+    """A float frame in [0, 1] as (H, W, 3): grey is repeated, alpha is set aside."""
     if channels == 0:
         return np.repeat(frame[..., None], 3, axis=-1)
     if channels == 1:
@@ -464,7 +465,7 @@ def _frame_rgb(frame: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(frame[..., :3])
 
 
-def _restore_layout(
+def restore_layout(
     j: np.ndarray, image: Any, layout: io.Layout, value_range: tuple[float, float] | None
 ) -> np.ndarray:
     """Give the result the input's layout: grey stays grey, alpha comes back unchanged."""
@@ -516,6 +517,7 @@ def load_model(
     )
 
 
+#: loaded methods per (method, model, device), so repeated dehaze() calls do not reload weights
 _CACHE: dict[tuple, Dehazer] = {}
 
 
@@ -552,6 +554,7 @@ def dehaze(
         if method == "dcp":
             key = ("dcp", None, key[2])
         dehazer = _CACHE.get(key)
+        # a local weights file is reloaded on every call: it may have been retrained in between
         if dehazer is None or (isinstance(model, str | Path) and Path(str(model)).is_file()):
             dehazer = load_model(model, method=method, device=device)
             _CACHE[key] = dehazer
