@@ -3,6 +3,7 @@
 Thin on purpose: each widget collects settings, runs :func:`._napari_commands.run_layer` in a
 napari generator worker (per-frame progress, Cancel through ``worker.quit()``) and adds the
 layers it returns on the GUI thread, so a cancelled or failed run leaves no partial layer.
+Closing the viewer quits a running worker, and its late signals then touch no deleted widget.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def device_choices() -> list[str]:
     return out
 
 
+class RunError(Exception):
+    """A RuntimeError raised by a run, re-raised as this: superqt's worker takes a RuntimeError
+    for 'the worker was deleted' and then never emits 'finished' (Run would stay disabled)."""
+
+
 def _spin(label: str, value: float, lo: float, hi: float, step: float = 0.01, **kw: Any) -> FloatSpinBox:
     return FloatSpinBox(label=label, value=value, min=lo, max=hi, step=step, **kw)
 
@@ -81,6 +87,7 @@ class _Panel(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
+        self._closed = False  # the Qt widget is gone (viewer closed): touch no widget, add nothing
         self.input = ComboBox(label="input", choices=self._image_layers, nullable=True)
         self.method = ComboBox(label="method", choices=METHOD_CHOICES, value="clearnet")
         self.model = ComboBox(label="model", choices=model_choices, value=weights.DEFAULT_MODEL,
@@ -99,6 +106,7 @@ class _Panel(Container):
                                labels=False), self.progress, self.status])
         # napari keeps the layer choices in sync once docked (it calls reset_choices on layer events)
         self.reset_choices()
+        self.native.destroyed.connect(self._teardown)
         if self.input.value is None:
             sel = [lay for lay in napari_viewer.layers.selection if isinstance(lay, Image)]
             if sel:
@@ -117,6 +125,10 @@ class _Panel(Container):
     def _done(self, run: LayerRun) -> None:
         # the outputs chosen when the run started (checkboxes may have changed since)
         add_outputs(self.viewer, output_layers(run, run.extras["outputs"]))
+        if run.source not in self.viewer.layers:
+            # its data was read when the run started; dropping the result would lose the work
+            show_info(f"napari-clearnet: layer {run.source.name!r} was removed during the run; "
+                      "its results were added anyway")
 
     # --------------------------------------------------------------- running
     def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
@@ -142,7 +154,7 @@ class _Panel(Container):
             show_error(f"napari-clearnet: {exc}")
             return None
         # connecting 'errored' here stops the worker from re-raising into the Qt event loop
-        connect = {"yielded": self._on_progress, "returned": self._done, "errored": self._on_error,
+        connect = {"yielded": self._on_progress, "returned": self._on_returned, "errored": self._on_error,
                    "aborted": self._on_aborted, "finished": self._on_finished}
         worker = create_worker(self._job, layer, settings, outputs, _connect=connect, _start_thread=False)
         self.worker = worker
@@ -158,9 +170,12 @@ class _Panel(Container):
     def _job(
         layer: Any, settings: Settings, outputs: list[str]
     ) -> Generator[tuple[int, int], None, LayerRun]:
-        dehazer = get_dehazer(settings.method, settings.model, settings.device)
-        run = yield from run_layer(layer, dehazer, settings, with_raw="raw transmission" in outputs,
-                                   with_sources="airlight" in outputs)
+        try:
+            dehazer = get_dehazer(settings.method, settings.model, settings.device)
+            run = yield from run_layer(layer, dehazer, settings, with_raw="raw transmission" in outputs,
+                                       with_sources="airlight" in outputs)
+        except RuntimeError as exc:  # e.g. torch's out-of-memory errors
+            raise RunError(str(exc)) from exc
         run.extras["outputs"] = outputs
         return run
 
@@ -170,21 +185,41 @@ class _Panel(Container):
             self.status.value = "cancelling…"
             self.worker.quit()
 
+    def _teardown(self, *_: Any) -> None:
+        """The widget is being destroyed (viewer closed): stop the job at its next frame."""
+        self._closed = True
+        if self.worker is not None:
+            self.worker.quit()
+
     def _on_progress(self, value: tuple[int, int]) -> None:
+        if self._closed:
+            return
         done, total = value
         self.progress.max = total
         self.progress.value = done
         self.status.value = f"frame {done}/{total}" if total > 1 else ("done" if done else "working…")
 
+    def _on_returned(self, run: LayerRun) -> None:
+        if not self._closed:  # a closed viewer gets no layers
+            self._done(run)
+
     def _on_aborted(self) -> None:
+        if self._closed:
+            return
         self.status.value = "cancelled"
 
     def _on_error(self, exc: BaseException) -> None:
+        if self._closed:
+            return
         self.status.value = "failed"
+        if isinstance(exc, RunError) and exc.__cause__ is not None:
+            exc = exc.__cause__
         show_error(f"napari-clearnet: {type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self._closed:
+            return
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.visible = False
