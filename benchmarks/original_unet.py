@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_clearnet.model import AttentionGate  # the same additive gate as the original
+
 __all__ = ["OriginalAttentionUNet"]
 
 
@@ -27,17 +29,6 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class _Gate(nn.Module):
-    def __init__(self, c_x: int, c_g: int, c_inner: int) -> None:
-        super().__init__()
-        self.wx = nn.Conv2d(c_x, c_inner, 1, bias=False)
-        self.wg = nn.Conv2d(c_g, c_inner, 1)
-        self.psi = nn.Conv2d(c_inner, 1, 1)
-
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.psi(F.relu(self.wx(x) + self.wg(g))))
-
-
 class OriginalAttentionUNet(nn.Module):
     """(B, 3, H, W) hazy image -> dict ``t`` (B, 1, H, W) and ``airlight`` (B, 3), at full resolution."""
 
@@ -48,7 +39,7 @@ class OriginalAttentionUNet(nn.Module):
         up = range(len(chans) - 1, 0, -1)
         self.enc = nn.ModuleList([_block(3, chans[0])] + [_block(chans[i - 1], chans[i]) for i in down])
         self.upconv = nn.ModuleList(nn.ConvTranspose2d(chans[i], chans[i - 1], 2, stride=2) for i in up)
-        self.gates = nn.ModuleList(_Gate(chans[i - 1], chans[i - 1], chans[i - 1] // 2) for i in up)
+        self.gates = nn.ModuleList(AttentionGate(chans[i - 1], chans[i - 1], chans[i - 1] // 2) for i in up)
         self.dec = nn.ModuleList(_block(2 * chans[i - 1], chans[i - 1]) for i in up)
         self.t_head = nn.Conv2d(chans[0], 1, 1)
         self.a_head = nn.Linear(bottleneck, 3)

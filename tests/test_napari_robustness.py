@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari.utils.notifications import ErrorNotification, NotificationSeverity, notification_manager
+from napari.utils.notifications import ErrorNotification, NotificationSeverity
 from napari.viewer import current_viewer
 from qtpy.QtCore import QThreadPool
 
@@ -48,14 +48,6 @@ class _Gated:
             yield item
             assert self.go.wait(timeout=TIMEOUT_MS / 1000), "the test never released the run"
 
-
-@pytest.fixture
-def notes():
-    """Notifications dispatched during the test (what the user sees instead of tracebacks)."""
-    seen: list = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 @pytest.fixture

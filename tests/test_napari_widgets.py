@@ -8,21 +8,13 @@ import pytest
 pytest.importorskip("napari")
 
 from napari.layers import Image, Labels, Points
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_clearnet import _widgets
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000
 
-
-@pytest.fixture
-def notes():
-    """Notifications dispatched during the test (errors shown to the user, not raised)."""
-    seen: list = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def _rgb(h: int = 64, w: int = 80, seed: int = 0) -> np.ndarray:
