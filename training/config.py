@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from napari_clearnet.model import ClearNetConfig
+from napari_clearnet.model import ClearNetConfig, check_keys
 
 from .losses import LossWeights
 
@@ -16,10 +16,7 @@ __all__ = ["DataSettings", "OptimSettings", "PseudoSettings", "TrainConfig", "lo
 
 def _build(cls, data: dict | None, section: str):
     data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown keys in '{section}': {sorted(unknown)}; known: {sorted(known)}")
+    check_keys(cls, data, f"keys in '{section}':")
     for f in fields(cls):
         if f.name in data and isinstance(data[f.name], list):
             data[f.name] = tuple(data[f.name])

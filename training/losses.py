@@ -15,12 +15,13 @@ Every weight is applied exactly once, in :meth:`Objective.total`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from napari_clearnet import physics
+from napari_clearnet.model import check_keys
 
 __all__ = [
     "LossWeights",
@@ -162,10 +163,7 @@ class LossWeights:
 
     @classmethod
     def from_dict(cls, data: dict) -> LossWeights:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown loss keys {sorted(unknown)}; known: {sorted(known)}")
+        check_keys(cls, data, "loss keys")
         return cls(**data)
 
     def to_dict(self) -> dict:

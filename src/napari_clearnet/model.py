@@ -25,7 +25,16 @@ from torch import nn
 
 from . import dcp
 
-__all__ = ["AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock"]
+__all__ = ["AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock", "check_keys"]
+
+
+def check_keys(cls: type, data: dict, what: str) -> None:
+    """Refuse keys that are not fields of dataclass ``cls``, so a typo in a config never silently
+    falls back to a default; ``what`` names the config in the message."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}; known: {sorted(known)}")
 
 
 def _default_prior() -> dcp.DCPParams:
@@ -65,10 +74,7 @@ class ClearNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ClearNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ClearNet config keys {sorted(unknown)}; known: {sorted(known)}")
+        check_keys(cls, data, "ClearNet config keys")
         return cls(**data)
 
 
