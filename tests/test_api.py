@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import napari_clearnet
 from napari_clearnet import engine, load_model
-from napari_clearnet.weights import bundled_dir, get_entry, sha256_file
+from napari_clearnet.weights import DEFAULT_MODEL, bundled_dir, get_entry, sha256_file
 
 METHODS = ("clearnet", "dcp")
 
@@ -122,6 +126,54 @@ def test_load_model_once_and_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(3):
         napari_clearnet.dehaze(x, device="cpu")
     assert len(calls) == 1  # the registry model is cached between calls
+
+
+def test_one_model_cache_for_api_and_napari_and_retrained_files_reload(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from napari_clearnet._napari_commands import get_dehazer
+
+    monkeypatch.setattr(engine, "_CACHE", {})
+    assert get_dehazer("clearnet", None, "cpu") is engine.cached_model(device="cpu")
+    assert get_dehazer("dcp", "ignored", "cpu") is engine.cached_model(method="dcp", device="cpu")
+    path = tmp_path / "mine.safetensors"
+    shutil.copyfile(get_entry(DEFAULT_MODEL).bundled_path, path)
+    first = engine.cached_model(path, device="cpu")
+    assert engine.cached_model(path, device="cpu") is first  # unchanged file: reused
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # "retrained"
+    assert engine.cached_model(path, device="cpu") is not first
+
+
+def _sky_scene() -> np.ndarray:
+    """Top half: a smooth bright sky at the airlight with a faint gradient; bottom: hazy ground."""
+    x = hazy_rgb(48, 64)
+    x[:24] = 0.85 + np.linspace(-0.03, 0.03, 64, dtype=np.float32)[None, :, None]
+    return x
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sky_protection_keeps_skies_and_leaves_the_rest(method: str) -> None:
+    x = _sky_scene()
+    plain, off = _dehaze(x, method), _dehaze(x, method, sky_protection=0.0)
+    np.testing.assert_array_equal(plain.image, off.image)  # 0 = off, exactly
+    kept = _dehaze(x, method, sky_protection=0.2)
+    sky, ground = (slice(2, 20), slice(None)), (slice(36, 48), slice(None))
+    assert kept.transmission[sky].mean() > plain.transmission[sky].mean() + 0.1
+    # the sky's gradient is amplified less (no rings), the ground keeps most of its dehazing
+    assert np.ptp(kept.image[sky].mean(-1), 1).mean() < np.ptp(plain.image[sky].mean(-1), 1).mean()
+    assert kept.image[ground].std() > x[ground].std()
+    assert kept.provenance["sky_protection"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match=r"sky_protection must be in \[0, 1\].*got 1.5"):
+        _dehaze(x, method, sky_protection=1.5)
+
+
+def test_sky_protection_batched_stack_equals_frame_by_frame() -> None:
+    stack = np.stack([_sky_scene(), _sky_scene()[:, ::-1]])
+    dehazer = load_model(device="cpu")
+    both = dehazer.dehaze(stack, sky_protection=0.15, batch_size=2)
+    for i in range(2):
+        one = dehazer.dehaze(stack[i], sky_protection=0.15)
+        np.testing.assert_allclose(both.image[i], one.image, atol=1e-5)
 
 
 def test_provenance_names_method_weights_device_and_time() -> None:

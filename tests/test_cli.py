@@ -88,6 +88,23 @@ def test_transmission_and_airlight_outputs(folder: Path, tmp_path: Path) -> None
     assert data["provenance"]["method"] == "dcp" and data["source"].endswith("a.png")
 
 
+def test_sky_protection_option(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    photo = 0.85 * 0.6 + 0.4 * rng.random((32, 48, 3))  # hazy ground ...
+    photo[:12] = 0.85 + np.linspace(-0.03, 0.03, 48)[None, :, None]  # ... under a bright sky
+    io.write_image(tmp_path / "sky.png", photo)
+    assert run(tmp_path / "sky.png", "-o", tmp_path / "plain") == 0
+    kept_dir = tmp_path / "kept"
+    assert run(tmp_path / "sky.png", "-o", kept_dir, "--sky-protection", "0.3", "--save-airlight") == 0
+    data = json.loads((tmp_path / "kept" / "sky_airlight.json").read_text())
+    assert data["provenance"]["sky_protection"] == pytest.approx(0.3)
+    plain = io.read_image(tmp_path / "plain" / "sky_dehazed.png").astype(float)
+    kept = io.read_image(tmp_path / "kept" / "sky_dehazed.png").astype(float)
+    assert np.ptp(kept[:10].mean(-1), 1).mean() < np.ptp(plain[:10].mean(-1), 1).mean()  # calmer sky
+    assert run(tmp_path / "sky.png", "-o", tmp_path / "bad", "--sky-protection", "2") == 2
+    assert "--sky-protection must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_globs_suffix_and_format(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run(str(folder / "*.png"), "-o", out, "--suffix", "_clear", "--format", "tif") == 1  # broken.png

@@ -96,6 +96,36 @@ def test_centred_depth_loss_ignores_the_global_level_only() -> None:
     assert float(pseudo_pair_losses(per_image, a, pairs, centre=True)["pseudo_depth"]) > 0.1
 
 
+def test_level_term_pins_the_batch_haze_level_and_leaves_single_images_free() -> None:
+    prior_depth = torch.rand(3, 1, 8, 8) + 0.5
+    t_prior = torch.exp(-prior_depth)
+    pairs = PseudoPairs(torch.rand(3, 3, 8, 8), prior_depth, torch.full((3, 3), 0.8), torch.ones(3))
+    a = pairs.airlight
+
+    def level(scales: list[float]) -> float:
+        t = torch.exp(-prior_depth * torch.tensor(scales).reshape(3, 1, 1, 1))
+        return float(pseudo_pair_losses(t, a, pairs, centre=True, t_prior=t_prior)["level"])
+
+    assert level([1.0, 1.0, 1.0]) < 1e-10  # the prior's level: free
+    assert level([2.0, 0.5, 1.0]) < 1e-10  # images moved around the level: free
+    assert level([1.5, 1.5, 1.5]) > 0.1  # the whole batch hazier: penalised
+    assert level([0.6, 0.6, 0.6]) > 0.1  # ... or clearer
+    assert "level" not in pseudo_pair_losses(t_prior, a, pairs)  # only with t_prior
+
+
+def test_j0_gain_removes_more_of_the_prior_haze_for_j0() -> None:
+    hazy = torch.stack([_true_hazy(s)[0][0] for s in range(2)])
+    prior = ClearNet(ClearNetConfig(widths=(4, 8), working_size=64)).prior
+    gain = 1 / 0.85
+    p = make_pseudo_pairs(prior, hazy, torch.Generator().manual_seed(1), j0_gain=gain)
+    _, t_p, a_p = prior(hazy)
+    t_j0 = (1 - gain * (1 - t_p)).clamp(0.02, 1)
+    j0 = physics.recover(hazy, t_j0, a_p)
+    assert torch.allclose(p.hazy, physics.haze(j0, torch.exp(-p.depth), p.airlight).clamp(0, 1), atol=1e-5)
+    plain = make_pseudo_pairs(prior, hazy, torch.Generator().manual_seed(1))
+    assert not torch.allclose(plain.hazy, p.hazy)
+
+
 def test_make_pseudo_pairs_obeys_the_scattering_model_and_ranges() -> None:
     hazy = torch.stack([_true_hazy(s)[0][0] for s in range(4)])
     prior = ClearNet(ClearNetConfig(widths=(4, 8), working_size=64)).prior

@@ -145,11 +145,13 @@ def test_dehaze_grey_stack_frame_by_frame(make_napari_viewer, qtbot):
     viewer.add_image(stack, name="frames")
     w = _dock(viewer, "Dehaze")
     w.smoothing.value = 0.5
+    w.sky.value = 0.15
     w.start(viewer.layers["frames"])
     _wait(qtbot, w)
     out = viewer.layers["frames dehazed (ClearNet)"]
     assert out.data.shape == stack.shape
     assert out.metadata["provenance"]["temporal_smoothing"] == pytest.approx(0.5)
+    assert out.metadata["provenance"]["sky_protection"] == pytest.approx(0.15)
 
 
 def test_cancel_stops_stack_and_leaves_no_layer(make_napari_viewer, qtbot):

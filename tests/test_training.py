@@ -93,9 +93,29 @@ def test_resume_continues_exactly(full_run: Path, hazy_dir: Path, pairs_dir: Pat
     assert resumed["step"] == 4
     # optimiser state restored: Adam's step counter continues from 2, not from 0
     assert all(float(s["step"]) == 4 for s in resumed["optimizer"]["state"].values())
+    # the per-image head keeps its larger learning rate through the schedule and the resume
+    trunk, head = resumed["optimizer"]["param_groups"]
+    assert head["lr"] == pytest.approx(10 * trunk["lr"]) and trunk["lr"] > 0
     for key in ("model", "ema"):
         for name, value in straight[key].items():
             assert torch.equal(resumed[key][name], value), f"{key}.{name} differs after resume"
+
+
+def test_frozen_heads_stay_zero_and_the_haze_amount_learns(hazy_dir: Path, tmp_path: Path) -> None:
+    """The shipped recipe trains only the per-image haze amount: the per-pixel correction
+    (train_residual: false) and the airlight correction (no term involves A: pseudo_airlight and
+    the physics losses at 0) must stay exactly 0."""
+    cfg = load_config(TINY)
+    cfg.optim.train_residual = False
+    for term in ("pseudo_airlight", "dark_channel", "color_constancy", "tv", "exposure"):
+        setattr(cfg.loss, term, 0.0)
+    opts = TrainOptions(data=[str(hazy_dir)], out=str(tmp_path), max_steps=3, device="cpu", progress=False)
+    train(cfg, opts)
+    state = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert not state["t_head.weight"].any() and not state["t_head.bias"].any()
+    last_w, last_b = state["global_head.2.weight"], state["global_head.2.bias"]
+    assert not last_w[1:4].any() and not last_b[1:4].any()  # airlight rows
+    assert last_w[0].any()  # the haze-amount row learned
 
 
 def test_export_loads_in_the_plugin_with_identical_outputs(full_run: Path, tmp_path: Path) -> None:

@@ -148,6 +148,11 @@ def test_config_from_argument_or_sidecar(tmp_path: Path) -> None:
     assert weights.build_model(state, cfg).config.widths == (4, 8)
     with pytest.raises(weights.WeightsError, match=r"do not fit the ClearNet architecture \(4, 16\): wrong"):
         weights.build_model(state, ClearNetConfig(widths=(4, 16)), source="bare")
+    # a file of the older layout (per-image head without image statistics) is named as such
+    old = ClearNetConfig(widths=(4, 8), format_version=1)
+    message = r"old\.safetensors use ClearNet weight format 1; .* reads format 2"
+    with pytest.raises(weights.WeightsError, match=message):
+        weights.build_model(state, old, source="old.safetensors")
 
 
 def test_parse_hf_address() -> None:

@@ -30,6 +30,8 @@ class PseudoSettings:
     t_mean_range: tuple[float, float] = (0.25, 0.9)
     grey_range: tuple[float, float] = (0.6, 1.0)
     tint: float = 0.05
+    #: ω of the dehazing that makes J0 (None: the model prior's own ω); see make_pseudo_pairs
+    j0_omega: float | None = None
 
 
 @dataclass
@@ -49,6 +51,12 @@ class OptimSettings:
     batch_size: int = 8
     max_steps: int = 600
     lr: float = 3e-4
+    #: LR multiplier of the per-image global head: it learns a few numbers from pooled features
+    #: and needs larger steps than the convolutions (see docs/training.md)
+    head_lr_factor: float = 1.0
+    #: train the per-pixel depth correction too (False keeps it at zero: only the per-image haze
+    #: amount and airlight are learned)
+    train_residual: bool = True
     min_lr_factor: float = 0.05  # cosine decays to lr × this
     warmup_steps: int = 20
     weight_decay: float = 1e-4
@@ -84,6 +92,13 @@ class TrainConfig:
             data=_build(DataSettings, data.get("data"), "data"),
             optim=_build(OptimSettings, data.get("optim"), "optim"),
         )
+
+    @property
+    def j0_gain(self) -> float:
+        """Haze removed for J0 relative to the prior's estimate (``pseudo.j0_omega / prior ω``)."""
+        if self.pseudo.j0_omega is None:
+            return 1.0
+        return self.pseudo.j0_omega / self.model.prior.omega
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -22,9 +22,10 @@ from .train import load_checkpoint
 __all__ = ["ema_model", "export", "update_registry"]
 
 TRAINING_DATA = (
-    "Unsupervised: real hazy photographs only (no clear references are used). Self-supervised "
-    "re-hazing pseudo-pairs (prior-dehazed crops hazed again with a known transmission and "
-    "airlight) supervise the optical depth and the airlight."
+    "Unsupervised: hazy images only (the folders in the run record below; no clear references "
+    "and no haze parameters are read). Self-supervised re-hazing pseudo-pairs (crops dehazed by "
+    "the prior, hazed again with a known transmission and airlight) supervise the relative "
+    "optical depth and the airlight; paired images are used only to choose the checkpoint."
 )
 
 

@@ -98,6 +98,7 @@ def make_pseudo_pairs(
     tint: float = 0.05,
     t_min: float = 0.02,
     t0: float = 0.1,
+    j0_gain: float = 1.0,
 ) -> PseudoPairs:
     """Re-haze real hazy crops with a known transmission and airlight (no gradient).
 
@@ -105,11 +106,16 @@ def make_pseudo_pairs(
     dehazed scene; d = −ln t_p, normalised to mean 1 per image, is its relative depth; β′ is
     chosen so the mean of t′ = exp(−β′ d) is uniform in ``t_mean_range``; A′ is grey in
     ``grey_range`` with a ±``tint`` colour tint.
+
+    ``j0_gain`` scales the haze removed to make J0: ``1 − t_J0 = j0_gain · (1 − t_p)``. With the
+    prior's ω < 1, J0 keeps part of the haze, and the pseudo-pairs then teach that hazier photos
+    need *less* dehazing than the prior gives, the opposite of what paired data shows; a gain of
+    1/ω removes the prior's full estimate, so J0 obeys the dark-channel assumption.
     """
     b = hazy.shape[0]
     dev = hazy.device
     _, t_p, a_p = prior_fn(hazy)
-    t_p = t_p.float().clamp(t_min, 1.0)
+    t_p = (1.0 - j0_gain * (1.0 - t_p.float())).clamp(t_min, 1.0)
     j0 = physics.recover(hazy.float(), t_p, a_p.float(), t0)
     d = -torch.log(t_p) + 1e-3  # +ε: an image the prior calls haze-free still gets some depth
     d = d / d.mean((1, 2, 3), keepdim=True)
@@ -126,7 +132,11 @@ def make_pseudo_pairs(
 
 
 def pseudo_pair_losses(
-    t_pred: torch.Tensor, a_pred: torch.Tensor, pairs: PseudoPairs, centre: bool = False
+    t_pred: torch.Tensor,
+    a_pred: torch.Tensor,
+    pairs: PseudoPairs,
+    centre: bool = False,
+    t_prior: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """L1 on optical depth (−ln t vs β′ d) and on A vs A′: zero iff the prediction is right.
 
@@ -135,15 +145,24 @@ def pseudo_pair_losses(
     hazier, and the spatial layout) but exerts no pull on the global haze level, which stays
     where the prior puts it (its ω was chosen on validation data; the pseudo-pairs' own level is
     biased by the haze the prior leaves in J0).
+
+    Centring leaves the level free, so it can drift; with ``t_prior`` (the prior's transmission
+    on the same inputs) a ``level`` term is returned too: |batch mean of ln(mean predicted depth /
+    mean prior depth)|, zero while the network keeps the prior's average haze level and moves
+    only single images and pixels around it.
     """
     depth = -torch.log(t_pred.float())
+    out = {}
+    if t_prior is not None:
+        prior_depth = -torch.log(t_prior.float())
+        ratio = depth.mean((1, 2, 3)).clamp(min=1e-4) / prior_depth.mean((1, 2, 3)).clamp(min=1e-4)
+        out["level"] = torch.log(ratio).mean().square()
     if centre:
         ratio = depth.mean((1, 2, 3)).clamp(min=1e-4) / pairs.depth.mean((1, 2, 3)).clamp(min=1e-4)
         depth = depth / torch.exp(torch.log(ratio).mean())
-    return {
-        "pseudo_depth": (depth - pairs.depth).abs().mean(),
-        "pseudo_airlight": (a_pred.float() - pairs.airlight).abs().mean(),
-    }
+    out["pseudo_depth"] = (depth - pairs.depth).abs().mean()
+    out["pseudo_airlight"] = (a_pred.float() - pairs.airlight).abs().mean()
+    return out
 
 
 @dataclass
@@ -152,6 +171,8 @@ class LossWeights:
 
     pseudo_depth: float = 1.0
     pseudo_airlight: float = 1.0
+    #: keep the batch's mean haze level at the prior's (see :func:`pseudo_pair_losses`)
+    level: float = 0.0
     dark_channel: float = 0.0
     color_constancy: float = 0.0
     tv: float = 0.0
@@ -175,7 +196,7 @@ class LossWeights:
         return any(getattr(self, k) > 0 for k in ("dark_channel", "color_constancy", "tv", "exposure"))
 
 
-TERM_NAMES = ("pseudo_depth", "pseudo_airlight", "dark_channel", "color_constancy", "tv", "exposure")
+TERM_NAMES = ("pseudo_depth", "pseudo_airlight", "level", "dark_channel", "color_constancy", "tv", "exposure")
 
 
 class Objective:

@@ -153,6 +153,7 @@ class Validator:
             self.pseudo = make_pseudo_pairs(
                 prior, self.crops, gen, t_min=cfg.model.t_min, t0=cfg.model.t0,
                 t_mean_range=cfg.pseudo.t_mean_range, grey_range=cfg.pseudo.grey_range, tint=cfg.pseudo.tint,
+                j0_gain=cfg.j0_gain,
             )
 
     @torch.no_grad()
@@ -230,7 +231,16 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     for p in ema.parameters():
         p.requires_grad_(False)
     o = cfg.optim
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    if not o.train_residual:
+        for p in model.t_head.parameters():
+            p.requires_grad_(False)
+    head = list(model.global_head.parameters())
+    head_ids = {id(p) for p in head}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad], "lr": o.lr},
+        {"params": head, "lr": o.lr * o.head_lr_factor},
+    ]
+    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, o.max_steps))
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -247,7 +257,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         scaler.load_state_dict(ck["scaler"])
         start_step, best = int(ck["step"]), ck.get("best")
         history, elapsed = list(ck.get("history", [])), float(ck.get("elapsed_s", 0.0))
-        sched.lr_lambdas[0] = _lr_lambda(cfg, o.max_steps)
+        sched.lr_lambdas = [_lr_lambda(cfg, o.max_steps)] * len(opt.param_groups)
 
     net = model
     if world > 1:
@@ -339,12 +349,16 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         pairs_b = make_pseudo_pairs(
             model.prior, batch, gen, t_min=cfg.model.t_min, t0=cfg.model.t0,
             t_mean_range=cfg.pseudo.t_mean_range, grey_range=cfg.pseudo.grey_range, tint=cfg.pseudo.tint,
+                j0_gain=cfg.j0_gain,
         )
         b = batch.shape[0]
         inputs = torch.cat([pairs_b.hazy, batch]) if cfg.loss.needs_real_pass else pairs_b.hazy
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             pred = net(inputs)
-        terms = pseudo_pair_losses(pred["t"][:b], pred["airlight"][:b], pairs_b, cfg.loss.centre_depth)
+        terms = pseudo_pair_losses(
+            pred["t"][:b], pred["airlight"][:b], pairs_b, cfg.loss.centre_depth,
+            t_prior=pred["t_prior"][:b] if cfg.loss.level > 0 else None,
+        )
         if cfg.loss.needs_real_pass:
             terms.update(objective.physics_terms(batch, pred["t"][b:], pred["airlight"][b:]))
         loss = objective.total(terms)
@@ -366,6 +380,8 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
                 writer.add_scalar("train/grad_norm", float(grad_norm), step)
                 writer.add_scalar("train/scale_mean", float(pred["scale"][:b].detach().mean()), step)
+                if b > 1:
+                    writer.add_scalar("train/scale_std", float(pred["scale"][:b].detach().std()), step)
             if bar is not None:
                 bar.update(1)
                 depth = float(terms["pseudo_depth"].detach())

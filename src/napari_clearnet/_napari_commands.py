@@ -9,7 +9,6 @@ paths on one generator means the GUI and scripts can never produce different lay
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,7 @@ class Settings:
     t0: float | None = None
     airlight: tuple[float, float, float] | None = None
     temporal_smoothing: float = 0.0
+    sky_protection: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_LABELS:
@@ -119,18 +119,9 @@ def channel_axis(layer: Any) -> int | None:
     return -1 if layer.rgb else None
 
 
-_DEHAZERS: dict[tuple[str, str | None, str], Dehazer] = {}
-_DEHAZERS_LOCK = threading.Lock()
-
-
 def get_dehazer(method: str, model: str | None = None, device: str = "auto") -> Dehazer:
-    """A loaded method, reused across runs; loading a Hub model not cached here downloads it
-    (call it from a worker thread in a GUI)."""
-    key = (method, model if method == "clearnet" else None, str(engine.pick_device(device)))
-    with _DEHAZERS_LOCK:
-        if key not in _DEHAZERS:
-            _DEHAZERS[key] = engine.load_model(model, method=method, device=device)
-        return _DEHAZERS[key]
+    """A loaded method from the package's one model cache (:func:`engine.cached_model`)."""
+    return engine.cached_model(model, method=method, device=device)
 
 
 def _frames(data: Any, layout: io.Layout) -> Any:
@@ -208,6 +199,7 @@ def run_layer(
     for i, total, res in dehazer.iter_frames(
         data, channel_axis=layout.channel_axis, airlight=settings.airlight, t0=settings.t0,
         temporal_smoothing=settings.temporal_smoothing, with_raw=with_raw,
+        sky_protection=settings.sky_protection,
     ):
         j[i], t[i], a[i] = res.image, res.transmission, res.airlight
         if raw is not None and res.transmission_raw is not None:
@@ -226,6 +218,7 @@ def run_layer(
             t0=dehazer.t0 if settings.t0 is None else settings.t0,
             airlight_override=None if settings.airlight is None else list(settings.airlight),
             temporal_smoothing=settings.temporal_smoothing,
+            sky_protection=settings.sky_protection,
             source_layer=layer.name,
         ),
         transmission_raw=None if raw is None else raw.reshape((*fs, h, w)),
@@ -327,6 +320,7 @@ def dehaze_layer(
     airlight: Sequence[float] | None = None,
     temporal_smoothing: float = 0.0,
     outputs: Iterable[str] = ("dehazed",),
+    sky_protection: float = 0.0,
 ) -> list[Layer]:
     """Dehaze one Image layer (by object or name) in ``viewer`` and add the chosen ``outputs``
     (``"dehazed"``, ``"transmission"``, ``"raw transmission"``, ``"airlight"``); returns the
@@ -335,7 +329,7 @@ def dehaze_layer(
         layer = viewer.layers[layer]
     outputs = list(outputs)
     settings = Settings(method, model, device, t0, None if airlight is None else tuple(airlight),
-                        temporal_smoothing)
+                        temporal_smoothing, sky_protection)
     dehazer = get_dehazer(method, model, device)
     run = _drive(run_layer(layer, dehazer, settings, with_raw="raw transmission" in outputs,
                            with_sources="airlight" in outputs))

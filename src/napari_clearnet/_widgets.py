@@ -238,16 +238,19 @@ class DehazeWidget(_Panel):
         self.override.changed.connect(lambda v: [setattr(s, "enabled", v) for s in self.a_rgb])
         self.smoothing = _spin("temporal smoothing", 0.0, 0.0, 0.95, 0.05,
                                tooltip="stacks: blend each frame's A with the previous one (no flicker)")
+        self.sky = _spin("sky protection", 0.0, 0.0, 0.5, 0.05,
+                         tooltip="keep regions close to A (bright sky, dense fog) from turning into "
+                                 "rings and noise; 0 = off, 0.1-0.2 typical (leaves more haze there)")
         self.add_t = CheckBox(text="add transmission map", value=False)
         self.add_a = CheckBox(text="add airlight sources", value=False)
         self.extend([self.t0, self.override,
                      Container(widgets=self.a_rgb, layout="horizontal", label="A (R, G, B)"),
-                     self.smoothing, self.add_t, self.add_a])
+                     self.smoothing, self.sky, self.add_t, self.add_a])
 
     def _settings(self) -> Settings:
         a = tuple(s.value for s in self.a_rgb) if self.override.value else None
         return Settings(self.method.value, self.model.value, self.device.value, float(self.t0.value), a,
-                        float(self.smoothing.value))
+                        float(self.smoothing.value), float(self.sky.value))
 
     def _outputs(self) -> list[str]:
         return ["dehazed"] + ["transmission"] * self.add_t.value + ["airlight"] * self.add_a.value

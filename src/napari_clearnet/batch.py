@@ -66,10 +66,14 @@ class BatchOptions:
     skip_existing: bool = False
     save_transmission: bool = False
     save_airlight: bool = False
+    sky_protection: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise BatchError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 <= self.sky_protection <= 1.0:
+            raise BatchError(f"--sky-protection must be in [0, 1] (0 = off, 0.1-0.2 typical), "
+                             f"got {self.sky_protection}")
         if self.format not in FORMATS:
             raise BatchError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         self.bit_depth = str(self.bit_depth)
@@ -265,7 +269,7 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
     """Read, dehaze and write one input; returns the files written (existing ones are kept)."""
     arr = io.read_image(plan.source)
     layout = io.describe_layout(arr.shape)
-    result = dehazer.dehaze(arr)
+    result = dehazer.dehaze(arr, sky_protection=opts.sky_protection)
     image = result.image
     tif_out = plan.image.suffix.lower() in (".tif", ".tiff")
     if layout.n_frames > 1 and not tif_out:

@@ -30,6 +30,9 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="NAME_OR_PATH", default=None,
                    help="registry name, .safetensors path or hf://ORG/REPO/FILE (default: bundled model)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--sky-protection", type=float, default=0.0, metavar="K",
+                   help="keep regions within K of the airlight (bright sky, dense fog) from turning into "
+                        "rings and noise: 0 = off (default), 0.1-0.2 typical")
     p.add_argument("--save-transmission", action="store_true", help="also write <stem>_transmission.png")
     p.add_argument("--save-airlight", action="store_true",
                    help="also write <stem>_airlight.json with A and provenance")
@@ -54,7 +57,7 @@ def _run_dehaze(args: argparse.Namespace) -> int:
             method=args.method, model=args.model, device=args.device, suffix=args.suffix,
             format=args.format, bit_depth=args.bit_depth, overwrite=args.overwrite,
             skip_existing=args.skip_existing, save_transmission=args.save_transmission,
-            save_airlight=args.save_airlight,
+            save_airlight=args.save_airlight, sky_protection=args.sky_protection,
         )
         report = dehaze_files(args.inputs, args.output, opts, progress=False if args.no_progress else None)
     except BatchError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -183,15 +184,18 @@ class Dehazer:
         *,
         airlight: np.ndarray | None = None,
         t0: float | None = None,
+        sky_protection: float = 0.0,
         strip_pixels: int = DEFAULT_STRIP_PIXELS,
         with_raw: bool = False,
         out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> FrameResult:
         """Dehaze one float32 (H, W, 3) frame in [0, 1].
 
-        ``out`` = (J (H, W, 3), t (H, W)) float32 arrays to write into instead of new ones,
-        which saves a full-size copy on huge images.
+        ``sky_protection`` K raises t where the frame is within K of A (see
+        :func:`physics.sky_tolerance`). ``out`` = (J (H, W, 3), t (H, W)) float32 arrays to write
+        into instead of new ones, which saves a full-size copy on huge images.
         """
+        _check_sky(sky_protection)
         x = self._to_device(frame)
         a_in = None
         if airlight is not None:
@@ -199,9 +203,11 @@ class Dehazer:
         if self.method == "dcp":
             t_small, a, t_raw = self.estimate_frame(x, a_in, t0)
             low = None
+            t_small = physics.sky_tolerance(t_small, x, a, sky_protection)
         else:
             low = self._low(x)
             t_small, a, t_raw = self._network(low, a_in)
+            t_small = physics.sky_tolerance(t_small, low, a, sky_protection)
         return self._full_resolution(x, low, t_small, a, t_raw, t0, strip_pixels, with_raw, out)
 
     def _full_resolution(
@@ -276,6 +282,7 @@ class Dehazer:
         with_raw: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         out: tuple[np.ndarray, np.ndarray] | None = None,
+        sky_protection: float = 0.0,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         """Yield ``(index, n_frames, FrameResult)`` frame by frame; frames of lazy (dask) arrays
         are read when their batch comes, never all at once. ``temporal_smoothing`` in [0, 1)
@@ -292,6 +299,7 @@ class Dehazer:
             raise ValueError(f"temporal_smoothing must be in [0, 1), got {temporal_smoothing}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive number of frames, got {batch_size}")
+        _check_sky(sky_protection)
         arr = image
         if layout.channel_axis is not None and layout.channel_axis != len(np.shape(image)) - 1:
             arr = _moveaxis(arr, layout.channel_axis, -1)
@@ -303,7 +311,7 @@ class Dehazer:
         k = max(1, min(int(batch_size), BATCH_PIXELS // max(1, layout.height * layout.width)))
         if self.method == "dcp":
             k = 1  # the DCP works at full resolution: nothing to batch
-        kw = {"t0": t0, "strip_pixels": strip_pixels, "with_raw": with_raw}
+        kw = {"t0": t0, "strip_pixels": strip_pixels, "with_raw": with_raw, "sky_protection": sky_protection}
         for start in range(0, n, k):
             idx = range(start, min(n, start + k))
             rgbs = [frame_rgb(io.to_float01(frames[i], value_range), layout.channels) for i in idx]
@@ -356,6 +364,7 @@ class Dehazer:
                 a_t = torch.as_tensor(np.stack(a_use), dtype=torch.float32, device=self.device)
                 t2, a2, raw2 = self._network(lows[redo], a_t)
                 t_b[redo], a_b[redo], raw_b[redo] = t2, a2, raw2
+        t_b = physics.sky_tolerance(t_b, lows, a_b, kw["sky_protection"])
         for j in range(m):
             s = slice(j, j + 1)
             yield self._full_resolution(
@@ -381,6 +390,7 @@ class Dehazer:
         with_raw: bool = False,
         progress: Callable[[int, int], None] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        sky_protection: float = 0.0,
     ) -> DehazeResult:
         """Dehaze an image or a stack; see :func:`napari_clearnet.dehaze`."""
         start = time.perf_counter()
@@ -395,7 +405,7 @@ class Dehazer:
         for i, total, res in self.iter_frames(
             image, channel_axis=layout.channel_axis, value_range=value_range, airlight=airlight,
             t0=t0, temporal_smoothing=temporal_smoothing, strip_pixels=strip_pixels, with_raw=with_raw,
-            batch_size=batch_size, out=(j, t),
+            batch_size=batch_size, out=(j, t), sky_protection=sky_protection,
         ):
             a[i] = res.airlight  # J and t were written into j[i] and t[i]
             if raw is not None and res.transmission_raw is not None:
@@ -411,7 +421,7 @@ class Dehazer:
             provenance=self.provenance(
                 seconds=time.perf_counter() - start, t0=self.t0 if t0 is None else t0,
                 airlight_override=None if airlight is None else [float(v) for v in _check_airlight(airlight)],
-                temporal_smoothing=temporal_smoothing,
+                temporal_smoothing=temporal_smoothing, sky_protection=sky_protection,
             ),
             transmission_raw=None if raw is None else raw.reshape((*fs, h, w)),
         )
@@ -445,6 +455,11 @@ def _moveaxis(arr: Any, src: int, dst: int) -> Any:
 
         return da.moveaxis(arr, src, dst)
     return np.moveaxis(np.asarray(arr), src, dst)
+
+
+def _check_sky(k: float) -> None:
+    if not 0.0 <= float(k) <= 1.0:
+        raise ValueError(f"sky_protection must be in [0, 1] (0 = off, 0.1-0.2 typical), got {k}")
 
 
 def _check_airlight(airlight: Any) -> np.ndarray:
@@ -517,8 +532,34 @@ def load_model(
     )
 
 
-#: loaded methods per (method, model, device), so repeated dehaze() calls do not reload weights
+#: loaded methods per (method, model, device[, file stamp]): the one cache of the package, shared
+#: by :func:`dehaze`, the napari widgets and the napari commands
 _CACHE: dict[tuple, Dehazer] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_model(
+    model: str | os.PathLike | None = None, *, method: str = "clearnet", device: str | torch.device = "auto"
+) -> Dehazer:
+    """:func:`load_model`, but each (method, model, device) is loaded once per process.
+
+    A local weights file is keyed by its size and modification time as well, so a file retrained
+    in between is loaded again while an unchanged one is reused. Thread-safe: a GUI worker and a
+    script may ask at the same time (loading a Hub model not cached yet downloads it, so call this
+    from a worker thread in a GUI).
+    """
+    dev = str(pick_device(device))
+    name = None if model is None or method == "dcp" else str(model)
+    key: tuple = (method, name, dev)
+    if method != "dcp" and model is not None and Path(str(model)).is_file():
+        st = Path(str(model)).stat()
+        key += (st.st_size, st.st_mtime_ns)
+    with _CACHE_LOCK:
+        dehazer = _CACHE.get(key)
+        if dehazer is None:
+            dehazer = load_model(model, method=method, device=device)
+            _CACHE[key] = dehazer
+        return dehazer
 
 
 def dehaze(
@@ -536,6 +577,7 @@ def dehaze(
     progress: Callable[[int, int], None] | None = None,
     strip_pixels: int = DEFAULT_STRIP_PIXELS,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    sky_protection: float = 0.0,
 ) -> DehazeResult:
     """Remove haze from an image or a stack of frames.
 
@@ -545,21 +587,13 @@ def dehaze(
     :class:`Dehazer` from :func:`load_model`. ``airlight`` overrides A; ``t0`` the lower bound of
     t in the recovery. The input is never modified. ``strip_pixels`` bounds the memory of the
     full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
-    stack share one network forward.
+    stack share one network forward. ``sky_protection`` K (0 = off, 0.1–0.2 typical) keeps
+    regions within K of the airlight (bright skies, dense fog) from being over-amplified into
+    rings and noise, at the price of leaving more haze there.
     """
-    if isinstance(model, Dehazer):
-        dehazer = model
-    else:
-        key = (method, str(model) if model is not None else None, str(pick_device(device)))
-        if method == "dcp":
-            key = ("dcp", None, key[2])
-        dehazer = _CACHE.get(key)
-        # a local weights file is reloaded on every call: it may have been retrained in between
-        if dehazer is None or (isinstance(model, str | Path) and Path(str(model)).is_file()):
-            dehazer = load_model(model, method=method, device=device)
-            _CACHE[key] = dehazer
+    dehazer = model if isinstance(model, Dehazer) else cached_model(model, method=method, device=device)
     return dehazer.dehaze(
         image, channel_axis=channel_axis, value_range=value_range, airlight=airlight, t0=t0,
         temporal_smoothing=temporal_smoothing, with_raw=with_raw, progress=progress,
-        strip_pixels=strip_pixels, batch_size=batch_size,
+        strip_pixels=strip_pixels, batch_size=batch_size, sky_protection=sky_protection,
     )

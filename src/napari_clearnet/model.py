@@ -25,7 +25,10 @@ from torch import nn
 
 from . import dcp
 
-__all__ = ["AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock", "check_keys"]
+__all__ = ["FORMAT_VERSION", "AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock", "check_keys"]
+
+#: the weight layout this version builds and reads
+FORMAT_VERSION = 2
 
 
 def check_keys(cls: type, data: dict, what: str) -> None:
@@ -56,7 +59,8 @@ class ClearNetConfig:
     airlight_range: float = 0.15  # |ΔA| bound of the airlight correction
     upsample_radius: int = 4  # fast guided upsampling radius at working resolution
     upsample_eps: float = 1e-3
-    format_version: int = 1
+    #: layout of the weights: 2 since the per-image head also reads image statistics
+    format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if isinstance(self.prior, dict):
@@ -123,11 +127,27 @@ class ClearNet(nn.Module):
         self.up = nn.ModuleList(ConvBlock(w[i - 1] + w[i], w[i - 1]) for i in range(len(w) - 1, 0, -1))
         self.t_head = nn.Conv2d(w[0], 1, 1)
         self.global_head = nn.Sequential(
-            nn.Linear(2 * w[-1], 32), nn.LeakyReLU(0.1, inplace=True), nn.Linear(32, 4)
+            nn.Linear(2 * w[-1] + self.n_stats, 32), nn.LeakyReLU(0.1, inplace=True), nn.Linear(32, 4)
         )
         for head in (self.t_head, self.global_head[-1]):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+
+    #: image statistics given to the per-image heads besides the pooled features: mean and std of
+    #: the four input channels, and mean, std and 10th/90th percentiles of the prior's depth
+    n_stats = 12
+
+    @staticmethod
+    def image_stats(x: torch.Tensor, depth_prior: torch.Tensor) -> torch.Tensor:
+        """(B, 12) global statistics of how hazy an image looks. The haze amount is a property of
+        the whole image; handing the heads these numbers lets them use it from the first step
+        instead of waiting for the trunk to learn to measure it through a zero-initialised head."""
+        d = depth_prior.flatten(1).float()
+        n = d.shape[1]  # kthvalue: 15x cheaper than torch.quantile on a 256-px copy
+        q = torch.stack([torch.kthvalue(d, max(1, round(f * n)), dim=1).values for f in (0.1, 0.9)], 1)
+        d_mean, d_std = d.mean(1, keepdim=True), d.std(1, correction=0, keepdim=True)
+        # population spread (correction=0): defined for a 1-pixel image too
+        return torch.cat([x.mean((2, 3)), x.std((2, 3), correction=0), d_mean, d_std, q], 1)
 
     @property
     def multiple(self) -> int:
@@ -145,6 +165,8 @@ class ClearNet(nn.Module):
             _, t_prior, a_prior = self.prior(image, airlight)
         t_prior = t_prior.clamp(cfg.t_min, 1.0)
         x = torch.cat([image, t_prior.to(image.dtype)], 1)
+        depth_prior = -torch.log(t_prior.float())
+        stats = self.image_stats(x.float(), depth_prior)
         h, w = x.shape[-2:]
         m = self.multiple
         ph, pw = (-h) % m, (-w) % m
@@ -160,11 +182,10 @@ class ClearNet(nn.Module):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = block(torch.cat([gate(skip, y), y], 1))
         residual = self.t_head(y)[..., :h, :w].float()
-        pooled = torch.cat([bottleneck.mean((2, 3)), bottleneck.amax((2, 3))], 1)
-        g = self.global_head(pooled).float()
+        pooled = torch.cat([bottleneck.mean((2, 3)).float(), bottleneck.amax((2, 3)).float(), stats], 1)
+        g = self.global_head(pooled.to(bottleneck.dtype)).float()
         log_scale = cfg.max_log_scale * torch.tanh(g[:, 0] / cfg.max_log_scale)
         residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
-        depth_prior = -torch.log(t_prior.float())
         depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
         t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
         if airlight is not None:

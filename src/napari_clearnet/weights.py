@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .io import _umask_mode
-from .model import ClearNet, ClearNetConfig
+from .model import FORMAT_VERSION, ClearNet, ClearNetConfig
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -316,6 +316,13 @@ def read_weights(
 
 def build_model(state: dict[str, torch.Tensor], config: ClearNetConfig, source: str = "") -> ClearNet:
     """Build ClearNet from ``config`` and load ``state`` strictly, naming what does not fit."""
+    if config.format_version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{source or 'weights'} use ClearNet weight format {config.format_version}; this version of "
+            f"napari-clearnet reads format {FORMAT_VERSION}. Use the registry's models "
+            "(`clearnet weights list`), the napari-clearnet version that wrote the file, or retrain "
+            "with `python -m training train` (older checkpoints do not fit the current network)."
+        )
     model = ClearNet(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
