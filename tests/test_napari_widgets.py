@@ -295,3 +295,46 @@ def test_clip_sample_dehazed_as_a_stack_with_per_frame_progress(make_napari_view
     assert viewer.layers["hazy clip transmission (ClearNet)"].data.shape == (8, 240, 320)
     a = np.array(out.metadata["provenance"]["airlight"])
     assert a.shape == (8, 3) and np.abs(np.diff(a, axis=0)).max() < 0.1  # smoothed, no flicker
+
+
+def test_uncached_hub_model_downloads_in_the_worker(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A registry model that is not cached: the list says 'download', the run fetches it (through
+    the real huggingface_hub code, from a Hub served on 127.0.0.1) in the worker thread, verifies
+    it, dehazes, and the list then says 'cached'."""
+    import json
+
+    from _hub import HubServer, registry_entry, tiny_weights
+    from huggingface_hub import constants as hf_constants
+
+    from napari_clearnet import engine, weights
+
+    data, _ = tiny_weights(tmp_path / "tiny.safetensors")
+    with HubServer() as hub:
+        hub.add("clearnet-tests/tiny", "tiny.safetensors", data)
+        reg = tmp_path / "registry.json"
+        entry = registry_entry("tiny", "clearnet-tests/tiny", "tiny.safetensors", data)
+        reg.write_text(json.dumps({"models": [entry]}))  # a registry without the bundled default
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv(weights.REGISTRY_ENV, str(reg))
+        monkeypatch.setenv(weights.TIMEOUT_ENV, "3")
+        for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(engine, "_CACHE", {})
+
+        viewer = make_napari_viewer()
+        viewer.add_image(_rgb(), name="street")
+        w = _dock(viewer, "Dehaze")
+        w.model.reset_choices()
+        assert [c for c in w.model.choices] == ["tiny"]
+        assert "download" in w.model.native.currentText()
+        w.model.value = "tiny"
+        w.start(viewer.layers["street"])
+        assert w.status.value.startswith("downloading tiny")
+        _wait(qtbot, w)
+        assert hub.count("GET") == 1
+        out = viewer.layers["street dehazed (ClearNet)"]
+        assert out.metadata["provenance"]["model"] == "tiny"
+        assert out.metadata["provenance"]["sha256"] == entry["sha256"]
+        assert "cached" in w.model.native.currentText()
