@@ -119,7 +119,8 @@ def _clip(n: int = 7, h: int = 48, w: int = 64, noise: float = 0.06, seed: int =
     return np.clip(frames, 0, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"temporal_smoothing": 0.7}, {"airlight": 0.85}])
+@pytest.mark.parametrize("kwargs", [{}, {"temporal_smoothing": 0.7}, {"airlight": 0.85},
+                                    {"temporal_smoothing": 0.7, "airlight": 0.85}])
 def test_batched_frames_equal_frame_by_frame(clearnet, kwargs) -> None:
     clip = _clip()
     one = clearnet.dehaze(clip, batch_size=1, **kwargs)
@@ -133,9 +134,9 @@ def test_batched_network_runs_one_forward_per_batch(clearnet, monkeypatch) -> No
     calls: list[int] = []
     real = clearnet._network
 
-    def counting(low, airlight=None):
+    def counting(low, airlight=None, scale=None):
         calls.append(low.shape[0])
-        return real(low, airlight)
+        return real(low, airlight, scale)
 
     monkeypatch.setattr(clearnet, "_network", counting)
     clearnet.dehaze(_clip(n=5), batch_size=4)
@@ -149,6 +150,24 @@ def test_temporal_smoothing_reduces_airlight_flicker(clearnet) -> None:
     jitter = lambda a: float(np.abs(np.diff(a, axis=0)).mean())  # noqa: E731
     assert jitter(smooth) < 0.5 * jitter(raw)
     np.testing.assert_array_equal(smooth[0], raw[0])  # the first frame has nothing to blend with
+
+
+def test_temporal_smoothing_also_steadies_the_haze_amount(clearnet) -> None:
+    """Frames of one scene whose haze thickens and thins: the network's per-frame haze amount s
+    jumps with it; smoothed, it follows the exponential moving average (batched or not)."""
+    base = _scene(48, 64, 5)
+    t = np.array([0.95, 0.6, 0.9, 0.55, 0.92, 0.6, 0.95], np.float32)[:, None, None, None]
+    clip = (base[None] * t + 0.8 * (1 - t)).astype(np.float32)
+    raw = np.array([r.scale for _, _, r in clearnet.iter_frames(clip)])
+    assert np.ptp(raw) > 0.005  # the trained network does react to the haze amount
+    for batch in (1, 4):
+        smooth = np.array([r.scale for _, _, r in clearnet.iter_frames(clip, temporal_smoothing=0.8,
+                                                                       batch_size=batch)])
+        expected = [raw[0]]
+        for s_now in raw[1:]:
+            expected.append(0.8 * expected[-1] + 0.2 * s_now)
+        np.testing.assert_allclose(smooth, expected, rtol=1e-4)
+        assert np.abs(np.diff(smooth)).mean() < 0.5 * np.abs(np.diff(raw)).mean()
 
 
 def test_dask_stack_is_read_batch_by_batch(clearnet) -> None:

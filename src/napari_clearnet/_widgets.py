@@ -240,7 +240,8 @@ class DehazeWidget(_Panel):
         self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001, enabled=False) for c in "RGB"]
         self.override.changed.connect(lambda v: [setattr(s, "enabled", v) for s in self.a_rgb])
         self.smoothing = _spin("temporal smoothing", 0.0, 0.0, 0.95, 0.05,
-                               tooltip="stacks: blend each frame's A with the previous one (no flicker)")
+                               tooltip="stacks: blend each frame's A and haze amount with the previous "
+                                       "frame's (no flicker)")
         self.sky = _spin("sky protection", 0.0, 0.0, 0.5, 0.05,
                          tooltip="keep regions close to A (bright sky, dense fog) from turning into "
                                  "rings and noise; 0 = off, 0.1-0.2 typical (leaves more haze there)")

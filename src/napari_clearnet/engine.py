@@ -61,6 +61,8 @@ class FrameResult:
     transmission: np.ndarray
     airlight: np.ndarray
     transmission_raw: np.ndarray | None = None
+    #: ClearNet's per-image haze amount s used for this frame (None for the DCP)
+    scale: float | None = None
 
 
 @dataclass
@@ -150,7 +152,7 @@ class Dehazer:
             params = self.dcp_params if t0 is None else replace(self.dcp_params, t0=t0)
             t_raw, t, a = dcp.estimate(frame, params, airlight)
             return t, a, t_raw
-        return self._network(self._low(frame), airlight)
+        return self._network(self._low(frame), airlight)[:3]
 
     def _low(self, frame: torch.Tensor) -> torch.Tensor:
         """The reduced copy the network sees (antialiased, long side ``working_size``)."""
@@ -160,13 +162,13 @@ class Dehazer:
 
     @torch.inference_mode()
     def _network(
-        self, low: torch.Tensor, airlight: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(t, A, prior t) of a (B, 3, h, w) batch of reduced copies in one forward."""
+        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(t, A, prior t, haze amount s) of a (B, 3, h, w) batch of reduced copies in one forward."""
         low = low.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.half):
-            out = self._net(low, airlight)
-        return out["t"].float(), out["airlight"].float(), out["t_prior"].float()
+            out = self._net(low, airlight, scale)
+        return out["t"].float(), out["airlight"].float(), out["t_prior"].float(), out["scale"].float()
 
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
         """(1, 3, H, W) channels-last view of an (H, W, 3) float32 frame; pinned + async on CUDA."""
@@ -188,27 +190,34 @@ class Dehazer:
         strip_pixels: int = DEFAULT_STRIP_PIXELS,
         with_raw: bool = False,
         out: tuple[np.ndarray, np.ndarray] | None = None,
+        scale: float | None = None,
     ) -> FrameResult:
         """Dehaze one float32 (H, W, 3) frame in [0, 1].
 
         ``sky_protection`` K raises t where the frame is within K of A (see
         :func:`physics.sky_tolerance`). ``out`` = (J (H, W, 3), t (H, W)) float32 arrays to write
-        into instead of new ones, which saves a full-size copy on huge images.
+        into instead of new ones, which saves a full-size copy on huge images. ``scale`` replaces
+        ClearNet's predicted haze amount s (ignored by the DCP).
         """
         _check_sky(sky_protection)
         x = self._to_device(frame)
         a_in = None
         if airlight is not None:
             a_in = torch.as_tensor(airlight, dtype=torch.float32, device=self.device).reshape(1, 3)
+        s = None
         if self.method == "dcp":
             t_small, a, t_raw = self.estimate_frame(x, a_in, t0)
             low = None
             t_small = physics.sky_tolerance(t_small, x, a, sky_protection)
         else:
             low = self._low(x)
-            t_small, a, t_raw = self._network(low, a_in)
+            s_in = None if scale is None else torch.tensor([float(scale)], device=self.device)
+            t_small, a, t_raw, s_out = self._network(low, a_in, s_in)
             t_small = physics.sky_tolerance(t_small, low, a, sky_protection)
-        return self._full_resolution(x, low, t_small, a, t_raw, t0, strip_pixels, with_raw, out)
+            s = float(s_out[0])
+        res = self._full_resolution(x, low, t_small, a, t_raw, t0, strip_pixels, with_raw, out)
+        res.scale = s
+        return res
 
     def _full_resolution(
         self,
@@ -286,8 +295,8 @@ class Dehazer:
     ) -> Iterator[tuple[int, int, FrameResult]]:
         """Yield ``(index, n_frames, FrameResult)`` frame by frame; frames of lazy (dask) arrays
         are read when their batch comes, never all at once. ``temporal_smoothing`` in [0, 1)
-        blends each frame's A with the previous one (exponential moving average) so a clip does
-        not flicker.
+        blends each frame's A and ClearNet's haze amount s with the previous frame's
+        (exponential moving average) so a clip does not flicker.
 
         ClearNet sends the reduced copies of up to ``batch_size`` frames (fewer when they would
         hold more than ``BATCH_PIXELS`` full-resolution pixels) through the network in one
@@ -308,6 +317,7 @@ class Dehazer:
         frames = arr.reshape((n, *tail))
         a_fixed = None if airlight is None else _check_airlight(airlight)
         a_prev: np.ndarray | None = None
+        s_prev: float | None = None
         k = max(1, min(int(batch_size), BATCH_PIXELS // max(1, layout.height * layout.width)))
         if self.method == "dcp":
             k = 1  # the DCP works at full resolution: nothing to batch
@@ -317,17 +327,21 @@ class Dehazer:
             rgbs = [frame_rgb(io.to_float01(frames[i], value_range), layout.channels) for i in idx]
             if len(rgbs) == 1:
                 rgb, i = rgbs[0], idx[0]
-                a_use = a_fixed
-                if a_use is None and temporal_smoothing > 0 and a_prev is not None:
-                    a_now = self.run_airlight(rgb)
-                    a_use = temporal_smoothing * a_prev + (1 - temporal_smoothing) * a_now
-                res = self.run_frame(rgb, airlight=a_use, out=_slot(out, i), **kw)
-                a_prev = res.airlight
+                a_use, s_use = a_fixed, None
+                if temporal_smoothing > 0 and a_prev is not None:
+                    a_now, s_now = self.run_globals(rgb, a_fixed)
+                    if a_use is None:
+                        a_use = temporal_smoothing * a_prev + (1 - temporal_smoothing) * a_now
+                    if s_now is not None and s_prev is not None:
+                        s_use = temporal_smoothing * s_prev + (1 - temporal_smoothing) * s_now
+                res = self.run_frame(rgb, airlight=a_use, scale=s_use, out=_slot(out, i), **kw)
+                a_prev, s_prev = res.airlight, res.scale
                 yield i, n, res
                 continue
-            for i, res in zip(idx, self._run_batch(rgbs, a_fixed, a_prev, temporal_smoothing, out, idx, kw),
+            prev = (a_prev, s_prev)
+            for i, res in zip(idx, self._run_batch(rgbs, a_fixed, prev, temporal_smoothing, out, idx, kw),
                               strict=True):
-                a_prev = res.airlight
+                a_prev, s_prev = res.airlight, res.scale
                 yield i, n, res
 
     @torch.inference_mode()
@@ -335,47 +349,66 @@ class Dehazer:
         self,
         rgbs: list[np.ndarray],
         a_fixed: np.ndarray | None,
-        a_prev: np.ndarray | None,
+        prev: tuple[np.ndarray | None, float | None],
         smoothing: float,
         out: tuple[np.ndarray, np.ndarray] | None,
         idx: range,
         kw: dict[str, Any],
     ) -> Iterator[FrameResult]:
         """ClearNet on several same-size frames: one forward for all reduced copies (two with
-        temporal smoothing: the smoothed A of each frame depends on its own estimate)."""
+        temporal smoothing: the smoothed A and s of each frame depend on its own estimates)."""
         xs = [self._to_device(rgb) for rgb in rgbs]
         lows = torch.cat([self._low(x) for x in xs])
         m = len(xs)
         a_in = None
         if a_fixed is not None:
             a_in = torch.as_tensor(a_fixed, dtype=torch.float32, device=self.device).expand(m, 3)
-        t_b, a_b, raw_b = self._network(lows, a_in)
-        if a_fixed is None and smoothing > 0:
-            a_now = a_b.cpu().numpy()
-            redo, a_use = [], []
+        t_b, a_b, raw_b, s_b = self._network(lows, a_in)
+        if smoothing > 0:
+            a_prev, s_prev = prev
+            a_now, s_now = a_b.cpu().numpy(), s_b.cpu().numpy()
+            redo, a_use, s_use = [], [], []
             for j in range(m):  # the same recursion as frame by frame
                 if a_prev is not None:
-                    a_prev = smoothing * a_prev + (1 - smoothing) * a_now[j]
+                    blended = smoothing * a_prev + (1 - smoothing) * a_now[j]
+                    a_prev = a_now[j] if a_fixed is not None else blended
+                    s_prev = smoothing * s_prev + (1 - smoothing) * float(s_now[j])
                     redo.append(j)
                     a_use.append(a_prev)
+                    s_use.append(s_prev)
                 else:
-                    a_prev = a_now[j]
+                    a_prev, s_prev = a_now[j], float(s_now[j])
             if redo:
                 a_t = torch.as_tensor(np.stack(a_use), dtype=torch.float32, device=self.device)
-                t2, a2, raw2 = self._network(lows[redo], a_t)
-                t_b[redo], a_b[redo], raw_b[redo] = t2, a2, raw2
+                s_t = torch.as_tensor(s_use, dtype=torch.float32, device=self.device)
+                t2, a2, raw2, s2 = self._network(lows[redo], a_t, s_t)
+                t_b[redo], a_b[redo], raw_b[redo], s_b[redo] = t2, a2, raw2, s2
         t_b = physics.sky_tolerance(t_b, lows, a_b, kw["sky_protection"])
         for j in range(m):
             s = slice(j, j + 1)
-            yield self._full_resolution(
+            res = self._full_resolution(
                 xs[j], lows[s], t_b[s], a_b[s], raw_b[s], kw["t0"], kw["strip_pixels"], kw["with_raw"],
                 _slot(out, idx[j]),
             )
+            res.scale = float(s_b[j])
+            yield res
 
     @torch.inference_mode()
     def run_airlight(self, rgb: np.ndarray) -> np.ndarray:
+        return self.run_globals(rgb)[0]
+
+    @torch.inference_mode()
+    def run_globals(
+        self, rgb: np.ndarray, airlight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float | None]:
+        """A frame's airlight and (ClearNet) haze amount s, without the full-resolution pass."""
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None]
-        return self.estimate_frame(x)[1][0].cpu().numpy()
+        a_in = None if airlight is None else torch.as_tensor(airlight, dtype=torch.float32,
+                                                             device=self.device).reshape(1, 3)
+        if self.method == "dcp":
+            return self.estimate_frame(x, a_in)[1][0].cpu().numpy(), None
+        _, a, _, s = self._network(self._low(x), a_in)
+        return a[0].cpu().numpy(), float(s[0])
 
     def dehaze(
         self,

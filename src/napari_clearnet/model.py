@@ -159,7 +159,11 @@ class ClearNet(nn.Module):
         """The Dark Channel Prior at working resolution: (t_raw, t, A); ``airlight`` overrides A."""
         return dcp.estimate(image.float(), self.config.prior, airlight=airlight)
 
-    def forward(self, image: torch.Tensor, airlight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``airlight`` (B, 3) and ``scale`` (B,) replace the predicted A and haze amount (the
+        engine's temporal smoothing passes both in)."""
         cfg = self.config
         with torch.no_grad():
             _, t_prior, a_prior = self.prior(image, airlight)
@@ -184,7 +188,11 @@ class ClearNet(nn.Module):
         residual = self.t_head(y)[..., :h, :w].float()
         pooled = torch.cat([bottleneck.mean((2, 3)).float(), bottleneck.amax((2, 3)).float(), stats], 1)
         g = self.global_head(pooled.to(bottleneck.dtype)).float()
-        log_scale = cfg.max_log_scale * torch.tanh(g[:, 0] / cfg.max_log_scale)
+        if scale is not None:
+            bound = cfg.max_log_scale
+            log_scale = torch.log(scale.float().reshape(-1).clamp(min=1e-6)).clamp(-bound, bound)
+        else:
+            log_scale = cfg.max_log_scale * torch.tanh(g[:, 0] / cfg.max_log_scale)
         residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
         depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
         t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
