@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -187,15 +188,19 @@ def test_read_only_output_folder_is_named(folder: Path, tmp_path: Path, capsys) 
         out.chmod(0o755)
 
 
+def _os_error(code: int, text: str):
+    """A stand-in for a file-system call that always fails with ``OSError(code, text)``."""
+
+    def fail(*a, **k):
+        raise OSError(code, text)
+
+    return fail
+
+
 def test_unwritable_output_folder_is_named_even_as_root(
     folder: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    import errno
-
-    def read_only(*a, **k):
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(batch.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(batch.tempfile, "TemporaryFile", _os_error(errno.EROFS, "Read-only file system"))
     out = tmp_path / "out"
     assert run(folder, "-o", out) == 2
     err = capsys.readouterr().err
@@ -203,12 +208,7 @@ def test_unwritable_output_folder_is_named_even_as_root(
 
 
 def test_full_disk_stops_with_the_folder_named(folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    import errno
-
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(io.os, "replace", full)
+    monkeypatch.setattr(io.os, "replace", _os_error(errno.ENOSPC, "No space left on device"))
     out = tmp_path / "out"
     assert run(folder, "-o", out) == 1
     err = capsys.readouterr().err

@@ -100,6 +100,13 @@ class TrainConfig:
             return 1.0
         return self.pseudo.j0_omega / self.model.prior.omega
 
+    def pseudo_pair_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``make_pseudo_pairs`` this recipe asks for (training and
+        validation draw their pairs the same way)."""
+        p = self.pseudo
+        return {"t_min": self.model.t_min, "t0": self.model.t0, "t_mean_range": p.t_mean_range,
+                "grey_range": p.grey_range, "tint": p.tint, "j0_gain": self.j0_gain}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.to_dict(),

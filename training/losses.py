@@ -131,6 +131,13 @@ def make_pseudo_pairs(
     return PseudoPairs(rehazed, -torch.log(t_new), a_new, t_new.mean((1, 2, 3)))
 
 
+def _mean_log_ratio(depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Batch mean of ln(mean depth / mean reference depth) per image: the batch's haze level
+    relative to the reference."""
+    per_image = depth.mean((1, 2, 3)).clamp(min=1e-4) / reference.mean((1, 2, 3)).clamp(min=1e-4)
+    return torch.log(per_image).mean()
+
+
 def pseudo_pair_losses(
     t_pred: torch.Tensor,
     a_pred: torch.Tensor,
@@ -147,19 +154,17 @@ def pseudo_pair_losses(
     biased by the haze the prior leaves in J0).
 
     Centring leaves the level free, so it can drift; with ``t_prior`` (the prior's transmission
-    on the same inputs) a ``level`` term is returned too: |batch mean of ln(mean predicted depth /
-    mean prior depth)|, zero while the network keeps the prior's average haze level and moves
+    on the same inputs) a ``level`` term is returned too: (batch mean of ln(mean predicted depth /
+    mean prior depth))², squared so its gradient fades at the optimum instead of adding ±1/B
+    noise to every image's haze amount; zero while the network keeps the prior's average haze level and moves
     only single images and pixels around it.
     """
     depth = -torch.log(t_pred.float())
     out = {}
     if t_prior is not None:
-        prior_depth = -torch.log(t_prior.float())
-        ratio = depth.mean((1, 2, 3)).clamp(min=1e-4) / prior_depth.mean((1, 2, 3)).clamp(min=1e-4)
-        out["level"] = torch.log(ratio).mean().square()
+        out["level"] = _mean_log_ratio(depth, -torch.log(t_prior.float())).square()
     if centre:
-        ratio = depth.mean((1, 2, 3)).clamp(min=1e-4) / pairs.depth.mean((1, 2, 3)).clamp(min=1e-4)
-        depth = depth / torch.exp(torch.log(ratio).mean())
+        depth = depth / torch.exp(_mean_log_ratio(depth, pairs.depth))
     out["pseudo_depth"] = (depth - pairs.depth).abs().mean()
     out["pseudo_airlight"] = (a_pred.float() - pairs.airlight).abs().mean()
     return out

@@ -150,11 +150,7 @@ class Validator:
             self.crops = torch.stack([ds[i] for i in range(cfg.data.val_crops)])
             gen = _step_generator(seed, 10**9, 0)  # a stream no training step uses
             prior = ClearNet(cfg.model).prior
-            self.pseudo = make_pseudo_pairs(
-                prior, self.crops, gen, t_min=cfg.model.t_min, t0=cfg.model.t0,
-                t_mean_range=cfg.pseudo.t_mean_range, grey_range=cfg.pseudo.grey_range, tint=cfg.pseudo.tint,
-                j0_gain=cfg.j0_gain,
-            )
+            self.pseudo = make_pseudo_pairs(prior, self.crops, gen, **cfg.pseudo_pair_kwargs())
 
     @torch.no_grad()
     def __call__(self, model: ClearNet) -> dict[str, float]:
@@ -346,11 +342,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
         gen = _step_generator(seed, step, rank)
-        pairs_b = make_pseudo_pairs(
-            model.prior, batch, gen, t_min=cfg.model.t_min, t0=cfg.model.t0,
-            t_mean_range=cfg.pseudo.t_mean_range, grey_range=cfg.pseudo.grey_range, tint=cfg.pseudo.tint,
-                j0_gain=cfg.j0_gain,
-        )
+        pairs_b = make_pseudo_pairs(model.prior, batch, gen, **cfg.pseudo_pair_kwargs())
         b = batch.shape[0]
         inputs = torch.cat([pairs_b.hazy, batch]) if cfg.loss.needs_real_pass else pairs_b.hazy
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):

@@ -90,7 +90,7 @@ class _Panel(Container):
         self._closed = False  # the Qt widget is gone (viewer closed): touch no widget, add nothing
         self.input = ComboBox(label="input", choices=self._image_layers, nullable=True)
         self.method = ComboBox(label="method", choices=METHOD_CHOICES, value="clearnet")
-        names = [value for _, value in model_choices()]
+        names = [entry.name for entry in weights.registry()]
         # a registry of your own (CLEARNET_REGISTRY) need not hold the bundled default
         default = weights.DEFAULT_MODEL if weights.DEFAULT_MODEL in names or not names else names[0]
         self.model = ComboBox(label="model", choices=model_choices, value=default,

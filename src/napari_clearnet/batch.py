@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import io
-from .engine import METHODS, Dehazer, load_model
+from .engine import METHODS, Dehazer, check_sky_protection, load_model
 
 __all__ = [
     "FORMATS",
@@ -71,9 +71,10 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise BatchError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0.0 <= self.sky_protection <= 1.0:
-            raise BatchError(f"--sky-protection must be in [0, 1] (0 = off, 0.1-0.2 typical), "
-                             f"got {self.sky_protection}")
+        try:
+            check_sky_protection(self.sky_protection, "--sky-protection")
+        except ValueError as exc:
+            raise BatchError(str(exc)) from None
         if self.format not in FORMATS:
             raise BatchError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         self.bit_depth = str(self.bit_depth)

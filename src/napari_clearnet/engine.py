@@ -199,7 +199,7 @@ class Dehazer:
         into instead of new ones, which saves a full-size copy on huge images. ``scale`` replaces
         ClearNet's predicted haze amount s (ignored by the DCP).
         """
-        _check_sky(sky_protection)
+        check_sky_protection(sky_protection)
         x = self._to_device(frame)
         a_in = None
         if airlight is not None:
@@ -308,7 +308,7 @@ class Dehazer:
             raise ValueError(f"temporal_smoothing must be in [0, 1), got {temporal_smoothing}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive number of frames, got {batch_size}")
-        _check_sky(sky_protection)
+        check_sky_protection(sky_protection)
         arr = image
         if layout.channel_axis is not None and layout.channel_axis != len(np.shape(image)) - 1:
             arr = _moveaxis(arr, layout.channel_axis, -1)
@@ -328,12 +328,11 @@ class Dehazer:
             if len(rgbs) == 1:
                 rgb, i = rgbs[0], idx[0]
                 a_use, s_use = a_fixed, None
-                if temporal_smoothing > 0 and a_prev is not None:
+                # nothing to blend for the DCP with a fixed A: skip its full-resolution estimate
+                blend = a_fixed is None or self.method == "clearnet"
+                if temporal_smoothing > 0 and a_prev is not None and blend:
                     a_now, s_now = self.run_globals(rgb, a_fixed)
-                    if a_use is None:
-                        a_use = temporal_smoothing * a_prev + (1 - temporal_smoothing) * a_now
-                    if s_now is not None and s_prev is not None:
-                        s_use = temporal_smoothing * s_prev + (1 - temporal_smoothing) * s_now
+                    a_use, s_use = _smoothed(a_prev, s_prev, a_now, s_now, temporal_smoothing, a_fixed)
                 res = self.run_frame(rgb, airlight=a_use, scale=s_use, out=_slot(out, i), **kw)
                 a_prev, s_prev = res.airlight, res.scale
                 yield i, n, res
@@ -370,9 +369,7 @@ class Dehazer:
             redo, a_use, s_use = [], [], []
             for j in range(m):  # the same recursion as frame by frame
                 if a_prev is not None:
-                    blended = smoothing * a_prev + (1 - smoothing) * a_now[j]
-                    a_prev = a_now[j] if a_fixed is not None else blended
-                    s_prev = smoothing * s_prev + (1 - smoothing) * float(s_now[j])
+                    a_prev, s_prev = _smoothed(a_prev, s_prev, a_now[j], float(s_now[j]), smoothing, a_fixed)
                     redo.append(j)
                     a_use.append(a_prev)
                     s_use.append(s_prev)
@@ -490,9 +487,21 @@ def _moveaxis(arr: Any, src: int, dst: int) -> Any:
     return np.moveaxis(np.asarray(arr), src, dst)
 
 
-def _check_sky(k: float) -> None:
+def _smoothed(
+    a_prev: np.ndarray, s_prev: float | None, a_now: np.ndarray, s_now: float | None,
+    smoothing: float, a_fixed: np.ndarray | None,
+) -> tuple[np.ndarray, float | None]:
+    """One step of the temporal recursion: the (A, s) a frame uses, from the previous frame's
+    and its own estimates (a fixed A stays fixed; the DCP has no s)."""
+    a = a_fixed if a_fixed is not None else smoothing * a_prev + (1 - smoothing) * a_now
+    s = None if s_now is None or s_prev is None else smoothing * s_prev + (1 - smoothing) * s_now
+    return a, s
+
+
+def check_sky_protection(k: float, name: str = "sky_protection") -> None:
+    """Refuse a sky protection K outside [0, 1]; ``name`` is how the caller spells the option."""
     if not 0.0 <= float(k) <= 1.0:
-        raise ValueError(f"sky_protection must be in [0, 1] (0 = off, 0.1-0.2 typical), got {k}")
+        raise ValueError(f"{name} must be in [0, 1] (0 = off, 0.1-0.2 typical), got {k}")
 
 
 def _check_airlight(airlight: Any) -> np.ndarray:
@@ -584,8 +593,8 @@ def cached_model(
     dev = str(pick_device(device))
     name = None if model is None or method == "dcp" else str(model)
     key: tuple = (method, name, dev)
-    if method != "dcp" and model is not None and Path(str(model)).is_file():
-        st = Path(str(model)).stat()
+    if name is not None and Path(name).is_file():
+        st = Path(name).stat()
         key += (st.st_size, st.st_mtime_ns)
     with _CACHE_LOCK:
         dehazer = _CACHE.get(key)
