@@ -4,6 +4,10 @@ Pillow has no 48/64-bit RGB(A) mode: it refuses to write such arrays and silentl
 files as 8-bit. Scientific cameras and pipelines do produce them, so this small codec keeps
 their 16 bits. It handles every PNG filter type; interlaced (Adam7) files are refused with a
 message, since they are rare for 16-bit data.
+
+Decoding is bounded by the header: the caller (:func:`napari_clearnet.io.load_image`) checks the
+declared size against its limits first, and the zlib stream is never inflated beyond what that
+size needs, so a zlib bomb costs no more memory than an honest file of its declared size.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 
-__all__ = ["is_png16_colour", "read_png16", "write_png16"]
+__all__ = ["header", "is_png16_colour", "read_png16", "write_png16"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
@@ -25,8 +30,12 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
-def write_png16(path: str | os.PathLike, data: np.ndarray) -> None:
-    """Write a uint16 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array as a 16-bit PNG."""
+def write_png16(
+    path: str | os.PathLike, data: np.ndarray, *, icc_profile: bytes | None = None,
+    text: dict[str, str] | None = None,
+) -> None:
+    """Write a uint16 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array as a 16-bit PNG, with an
+    optional ICC profile (iCCP) and Latin-1 text chunks (tEXt), both before the image data."""
     if data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
     h, w = data.shape[:2]
@@ -37,8 +46,20 @@ def write_png16(path: str | os.PathLike, data: np.ndarray) -> None:
     with open(path, "wb") as f:
         f.write(SIGNATURE)
         f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, kind, 0, 0, 0)))
+        if icc_profile:
+            f.write(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+        for key, value in (text or {}).items():
+            f.write(_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
         f.write(_chunk(b"IDAT", zlib.compress(raw, 6)))
         f.write(_chunk(b"IEND", b""))
+
+
+def header(path: str | os.PathLike) -> tuple[int, int, int, int, int]:
+    """(width, height, bit depth, colour type, interlace) of a PNG; ``ValueError`` otherwise."""
+    hdr = _header(path)
+    if hdr is None:
+        raise ValueError("not a PNG file")
+    return hdr
 
 
 def _header(path: str | os.PathLike) -> tuple[int, int, int, int, int] | None:
@@ -60,36 +81,42 @@ def is_png16_colour(path: str | os.PathLike) -> bool:
     return hdr is not None and hdr[2] == 16 and hdr[3] in (2, 4, 6)
 
 
-def read_png16(path: str | os.PathLike) -> np.ndarray:
-    """Read a 16-bit colour PNG as uint16 (H, W, 3) or (H, W, 4); grey+alpha becomes RGBA."""
+def read_png16(path: str | os.PathLike, *, with_icc: bool = False) -> Any:
+    """Read a 16-bit colour PNG as uint16 (H, W, 3) or (H, W, 4); grey+alpha becomes RGBA.
+
+    With ``with_icc`` returns ``(array, ICC profile or None)``. The caller checks the declared
+    size first (see the module docstring); the data is inflated to at most that size.
+    """
     with open(path, "rb") as f:
         blob = f.read()
-    hdr = _header(path)
-    if hdr is None:
-        raise ValueError("not a PNG file")
-    w, h, depth, kind, interlace = hdr
+    w, h, depth, kind, interlace = header(path)
     if depth != 16 or kind not in _CHANNELS:
         raise ValueError(f"not a 16-bit PNG (bit depth {depth}, colour type {kind})")
     if interlace:
         raise ValueError("interlaced 16-bit PNG is not supported; save it without interlacing or as TIFF")
-    pos, idat = 8, []
+    if w == 0 or h == 0:
+        raise ValueError(f"the header declares an empty image ({w}×{h})")
+    pos, idat, icc = 8, [], None
     while pos + 8 <= len(blob):
         (n,) = struct.unpack(">I", blob[pos : pos + 4])
         kind_b = blob[pos + 4 : pos + 8]
         if kind_b == b"IDAT":
             idat.append(blob[pos + 8 : pos + 8 + n])
+        elif kind_b == b"iCCP" and with_icc:
+            icc = _icc(blob[pos + 8 : pos + 8 + n])
         elif kind_b == b"IEND":
             break
         pos += 12 + n
     c = _CHANNELS[kind]
     bpp, stride = 2 * c, 2 * c * w
+    need = h * (stride + 1)
     try:
-        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+        raw = np.frombuffer(zlib.decompressobj().decompress(b"".join(idat), need), np.uint8)
     except zlib.error as exc:
         raise ValueError(f"corrupt or truncated PNG data ({exc})") from None
-    if raw.size < h * (stride + 1):
+    if raw.size < need:
         raise ValueError("truncated PNG: image data ends early")
-    rows = raw[: h * (stride + 1)].reshape(h, stride + 1)
+    rows = raw.reshape(h, stride + 1)
     out = np.zeros((h, stride), np.uint8)
     prev = np.zeros(stride, np.uint8)
     for y in range(h):
@@ -97,7 +124,18 @@ def read_png16(path: str | os.PathLike) -> np.ndarray:
     arr = out.view(">u2").reshape(h, w, c).astype(np.uint16)
     if c == 2:  # grey + alpha
         arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=-1), arr[..., 1:]], axis=-1)
-    return arr
+    return (arr, icc) if with_icc else arr
+
+
+def _icc(body: bytes) -> bytes | None:
+    """The profile of an iCCP chunk (name, NUL, method 0, zlib data), bounded to 16 MB."""
+    try:
+        data = body[body.index(b"\0") + 2 :]
+        d = zlib.decompressobj()
+        out = d.decompress(data, 1 << 24)
+        return out if out and not d.unconsumed_tail else None
+    except (ValueError, zlib.error):
+        return None
 
 
 def _unfilter(ftype: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
