@@ -130,9 +130,10 @@ def _frames(data: Any, layout: io.Layout) -> Any:
     return data.reshape((layout.n_frames, *tail))
 
 
-def _frame_rgb(frame: Any, channels: int) -> np.ndarray:
-    """One frame as float32 (H, W, 3) in [0, 1], as the engine sees it (grey repeated)."""
-    return engine.frame_rgb(io.to_float01(np.asarray(frame)), channels)
+def _frame_rgb(frame: Any, channels: int, value_range: tuple[float, float]) -> np.ndarray:
+    """One frame as float32 (H, W, 3) in [0, 1], as the engine sees it (grey repeated), scaled
+    by the range decided once for the whole layer (:func:`io.pixel_range`)."""
+    return engine.frame_rgb(io.to_float01(np.asarray(frame), value_range), channels)
 
 
 def _source_pixels(rgb: np.ndarray, patch: int, fraction: float) -> np.ndarray:
@@ -159,10 +160,11 @@ def airlight_sources(layer: Any, dehazer: Dehazer) -> np.ndarray:
     check_layer(layer)
     layout = io.describe_layout(tuple(layer.data.shape), channel_axis(layer))
     frames = _frames(layer.data, layout)
+    value_range = io.pixel_range(layer.data, layout)
     patch, fraction = _source_rule(dehazer, layout.height, layout.width)
     out = []
     for i in range(layout.n_frames):
-        rgb = _frame_rgb(frames[i], layout.channels)
+        rgb = _frame_rgb(frames[i], layout.channels, value_range)
         out.append(_frame_points(_source_pixels(rgb, patch, fraction), i, layout))
     return np.concatenate(out).astype(np.float32)
 
@@ -205,7 +207,7 @@ def run_layer(
         if raw is not None and res.transmission_raw is not None:
             raw[i] = res.transmission_raw
         if frames is not None:
-            rgb = _frame_rgb(frames[i], layout.channels)
+            rgb = _frame_rgb(frames[i], layout.channels, res.value_range)  # as the engine read it
             points.append(_frame_points(_source_pixels(rgb, patch, fraction), i, layout))
         yield i + 1, total
     fs = layout.frames_shape

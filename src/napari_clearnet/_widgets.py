@@ -406,7 +406,7 @@ def _frames01(layer: Image) -> list[np.ndarray]:
     data = np.asarray(layer.data)
     layout = io.describe_layout(data.shape, -1 if layer.rgb else None)
     tail = (layout.height, layout.width) + ((layout.channels,) if layout.channels else ())
-    frames = io.to_float01(data.reshape((layout.n_frames, *tail)))
+    frames = io.to_float01(data.reshape((layout.n_frames, *tail)), io.pixel_range(data, layout))
     if layout.channels:
         frames = frames[..., :3]
     return list(frames)

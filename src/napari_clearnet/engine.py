@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import dcp, io, physics
+from ._validate import check_number
 from .model import ClearNet
 from .weights import DEFAULT_MODEL, build_model, read_weights, sha256_file
 
@@ -33,24 +34,52 @@ DEFAULT_BATCH_SIZE = 8
 BATCH_PIXELS = 16_000_000
 
 
+#: device types the engine runs on, and how to ask torch whether this machine has one
+_DEVICE_TYPES = {"cpu": None, "cuda": "cuda", "mps": "mps", "xpu": "xpu"}
+_DEVICE_HELP = "use 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'"
+
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "", "auto"):
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU. Anything else must name a device type
+    this machine has (``ValueError`` otherwise, before any tensor moves)."""
+    if device is None or (isinstance(device, str) and device.strip() in ("", "auto")):
         if torch.cuda.is_available():
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not isinstance(device, str | torch.device):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}; {_DEVICE_HELP}")
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {device!r}; {_DEVICE_HELP}") from None
+    if dev.type not in _DEVICE_TYPES:
+        raise ValueError(f"device {device!r} ({dev.type}) cannot run the engine; {_DEVICE_HELP}")
+    if dev.type == "cpu":
+        return dev
+    name = {"cuda": "CUDA", "mps": "Apple MPS", "xpu": "Intel XPU"}[dev.type]
+    if dev.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        available, count = bool(backend is not None and backend.is_available()), 1
+    else:
+        mod = getattr(torch, dev.type, None)
+        try:
+            available = bool(mod is not None and mod.is_available())
+            count = int(mod.device_count()) if available else 0
+        except (RuntimeError, AssertionError, AttributeError):
+            available, count = False, 0
+    if not available:
+        raise ValueError(f"device {device!r} requested but {name} is not available; use 'cpu' or 'auto'")
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device {device!r} requested but this machine has {count} {name} device(s)")
     return dev
+
+
+def check_t0(t0: Any) -> float | None:
+    """``t0`` (the lower bound of t in the recovery): None, or a finite number in [0, 1]."""
+    return check_number(t0, "t0", "[0, 1]", allow_none=True)
 
 
 @dataclass
@@ -63,6 +92,8 @@ class FrameResult:
     transmission_raw: np.ndarray | None = None
     #: ClearNet's per-image haze amount s used for this frame (None for the DCP)
     scale: float | None = None
+    #: the (low, high) pixel values the frame was read with (one range for a whole stack)
+    value_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -200,6 +231,7 @@ class Dehazer:
         ClearNet's predicted haze amount s (ignored by the DCP).
         """
         check_sky_protection(sky_protection)
+        t0 = check_t0(t0)
         x = self._to_device(frame)
         a_in = None
         if airlight is not None:
@@ -236,8 +268,7 @@ class Dehazer:
         ClearNet's transmission comes from fast-guided-filter coefficients upsampled exactly per
         strip (no seams); J is computed in place inside the output buffer.
         """
-        if strip_pixels < 1:
-            raise ValueError(f"strip_pixels must be a positive number of pixels, got {strip_pixels}")
+        strip_pixels = check_number(strip_pixels, "strip_pixels", "[1, inf)", integer=True)
         height, width = x.shape[-2:]
         j_out, t_out = out if out is not None else (
             np.empty((height, width, 3), np.float32), np.empty((height, width), np.float32)
@@ -303,12 +334,15 @@ class Dehazer:
         forward; the results equal frame-by-frame processing. ``out`` = (J (n, H, W, 3),
         t (n, H, W)) float32 arrays receive the frames in place of new ones.
         """
+        image = io.as_array(image)
         layout = io.describe_layout(tuple(np.shape(image)), channel_axis)
-        if not 0.0 <= temporal_smoothing < 1.0:
-            raise ValueError(f"temporal_smoothing must be in [0, 1), got {temporal_smoothing}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive number of frames, got {batch_size}")
+        temporal_smoothing = check_number(temporal_smoothing, "temporal_smoothing", "[0, 1)")
+        batch_size = check_number(batch_size, "batch_size", "[1, inf)", integer=True)
+        strip_pixels = check_number(strip_pixels, "strip_pixels", "[1, inf)", integer=True)
+        t0 = check_t0(t0)
         check_sky_protection(sky_protection)
+        # one range for the whole array (every frame, alpha excluded): a stack never gets two scales
+        scaler = io.FrameScaler(image, layout, value_range)
         arr = image
         if layout.channel_axis is not None and layout.channel_axis != len(np.shape(image)) - 1:
             arr = _moveaxis(arr, layout.channel_axis, -1)
@@ -324,7 +358,7 @@ class Dehazer:
         kw = {"t0": t0, "strip_pixels": strip_pixels, "with_raw": with_raw, "sky_protection": sky_protection}
         for start in range(0, n, k):
             idx = range(start, min(n, start + k))
-            rgbs = [frame_rgb(io.to_float01(frames[i], value_range), layout.channels) for i in idx]
+            rgbs = [frame_rgb(f, layout.channels) for f in scaler.scale([frames[i] for i in idx], idx[0])]
             if len(rgbs) == 1:
                 rgb, i = rgbs[0], idx[0]
                 a_use, s_use = a_fixed, None
@@ -334,12 +368,14 @@ class Dehazer:
                     a_now, s_now = self.run_globals(rgb, a_fixed)
                     a_use, s_use = _smoothed(a_prev, s_prev, a_now, s_now, temporal_smoothing, a_fixed)
                 res = self.run_frame(rgb, airlight=a_use, scale=s_use, out=_slot(out, i), **kw)
+                res.value_range = scaler.range
                 a_prev, s_prev = res.airlight, res.scale
                 yield i, n, res
                 continue
             prev = (a_prev, s_prev)
             for i, res in zip(idx, self._run_batch(rgbs, a_fixed, prev, temporal_smoothing, out, idx, kw),
                               strict=True):
+                res.value_range = scaler.range
                 a_prev, s_prev = res.airlight, res.scale
                 yield i, n, res
 
@@ -361,7 +397,9 @@ class Dehazer:
         m = len(xs)
         a_in = None
         if a_fixed is not None:
-            a_in = torch.as_tensor(a_fixed, dtype=torch.float32, device=self.device).expand(m, 3)
+            # a real (m, 3) tensor, not an expand()ed view: the smoothing pass writes rows into it
+            a_in = torch.as_tensor(a_fixed, dtype=torch.float32, device=self.device).reshape(1, 3)
+            a_in = a_in.repeat(m, 1)
         t_b, a_b, raw_b, s_b = self._network(lows, a_in)
         if smoothing > 0:
             a_prev, s_prev = prev
@@ -424,8 +462,10 @@ class Dehazer:
     ) -> DehazeResult:
         """Dehaze an image or a stack; see :func:`napari_clearnet.dehaze`."""
         start = time.perf_counter()
+        image = io.as_array(image)
         shape = tuple(np.shape(image))
         layout = io.describe_layout(shape, channel_axis)
+        t0 = check_t0(t0)
         n = layout.n_frames
         h, w = layout.height, layout.width
         j = np.empty((n, h, w, 3), np.float32)
@@ -500,6 +540,7 @@ def _smoothed(
 
 def check_sky_protection(k: float, name: str = "sky_protection") -> None:
     """Refuse a sky protection K outside [0, 1]; ``name`` is how the caller spells the option."""
+    check_number(k, name)
     if not 0.0 <= float(k) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1] (0 = off, 0.1-0.2 typical), got {k}")
 
@@ -607,7 +648,7 @@ def cached_model(
 def dehaze(
     image: Any,
     *,
-    method: str = "clearnet",
+    method: str | None = None,
     model: str | os.PathLike | Dehazer | None = None,
     device: str | torch.device = "auto",
     channel_axis: int | str | None = "auto",
@@ -624,16 +665,28 @@ def dehaze(
     """Remove haze from an image or a stack of frames.
 
     ``image``: H×W (grey), H×W×1, H×W×3 (RGB), H×W×4 (RGBA, alpha passed through) or stacks
-    …×H×W×C, as uint8, uint16, other integers, bool or float (numpy or dask). ``method`` is
-    ``"clearnet"`` or ``"dcp"``; ``model`` a registry name, a path, an ``hf://`` address or a
-    :class:`Dehazer` from :func:`load_model`. ``airlight`` overrides A; ``t0`` the lower bound of
+    …×H×W×C, as uint8, uint16, other integers, bool or float (numpy, dask, torch, PIL images or
+    nested lists; see :func:`io.pixel_range` for how values are read). ``method`` is
+    ``"clearnet"`` (the default) or ``"dcp"``; ``model`` a registry name, a path, an ``hf://``
+    address or a :class:`Dehazer` from :func:`load_model` (whose method ``method`` must match).
+    ``airlight`` overrides A; ``t0`` the lower bound of
     t in the recovery. The input is never modified. ``strip_pixels`` bounds the memory of the
     full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
     stack share one network forward. ``sky_protection`` K (0 = off, 0.1–0.2 typical) keeps
     regions within K of the airlight (bright skies, dense fog) from being over-amplified into
     rings and noise, at the price of leaving more haze there.
     """
-    dehazer = model if isinstance(model, Dehazer) else cached_model(model, method=method, device=device)
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(model, Dehazer):
+        if method is not None and method != model.method:
+            raise ValueError(
+                f"method={method!r} but the given Dehazer runs {model.method!r}; pass a Dehazer of "
+                f"load_model(method={method!r}) or leave method out"
+            )
+        dehazer = model
+    else:
+        dehazer = cached_model(model, method=method or "clearnet", device=device)
     return dehazer.dehaze(
         image, channel_axis=channel_axis, value_range=value_range, airlight=airlight, t0=t0,
         temporal_smoothing=temporal_smoothing, with_raw=with_raw, progress=progress,
