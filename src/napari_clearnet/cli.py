@@ -7,10 +7,68 @@ core; nothing here knows about Qt.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["Terminated", "build_parser", "main", "terminating_signals"]
+
+
+class Terminated(KeyboardInterrupt):
+    """A terminating signal (SIGTERM from ``timeout``, systemd, Docker, Slurm; SIGHUP from a closed
+    terminal), raised like Ctrl-C so every ``finally`` cleans up the same way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.reason = f"terminated by {signal.Signals(signum).name}"
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def terminating_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` (a KeyboardInterrupt), so
+    partial files are removed as on Ctrl-C. Signals a parent set to be ignored (``nohup``) stay
+    ignored; the previous handlers come back afterwards. Only the main thread can do this."""
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            old[sig] = signal.signal(sig, _raise_terminated)
+        except (ValueError, OSError):  # not the main thread
+            continue
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _channel_axis(text: str) -> int | str | None:
+    t = text.strip().lower()
+    if t in ("auto", "none"):
+        return None if t == "none" else "auto"
+    try:
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an axis number, 'none' or 'auto', got {text!r}") from None
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 0,4095, got {text!r}") from None
+    return lo, hi
 
 
 def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +99,14 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
                    help="output format (default: same as the input)")
     p.add_argument("--bit-depth", choices=("8", "16", "same"), default="same",
                    help="8, 16 (PNG/TIFF only) or same as the input (default)")
+    p.add_argument("--quality", type=int, default=None, metavar="Q",
+                   help="JPEG/WebP quality 1-100 (default: JPEG 95, WebP lossless)")
+    p.add_argument("--channel-axis", type=_channel_axis, default="auto", metavar="AXIS",
+                   help="which axis of each image holds the colours: a number (0 for a channel-first "
+                        "or planar TIFF), 'none' for a stack of grey frames, or 'auto' (default)")
+    p.add_argument("--value-range", type=_value_range, default=None, metavar="LOW,HIGH",
+                   help="pixel values that become black and white, e.g. 0,4095 for 12-bit data "
+                        "(default: decided from the data type and values)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true",
@@ -57,7 +123,8 @@ def _run_dehaze(args: argparse.Namespace) -> int:
             method=args.method, model=args.model, device=args.device, suffix=args.suffix,
             format=args.format, bit_depth=args.bit_depth, overwrite=args.overwrite,
             skip_existing=args.skip_existing, save_transmission=args.save_transmission,
-            save_airlight=args.save_airlight, sky_protection=args.sky_protection,
+            save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
+            channel_axis=args.channel_axis, value_range=args.value_range,
         )
         report = dehaze_files(args.inputs, args.output, opts, progress=False if args.no_progress else None)
     except BatchError as exc:
@@ -121,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with terminating_signals():
+            return int(args.func(args) or 0)
+    except Terminated as exc:
+        print(exc.reason, file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
