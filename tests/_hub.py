@@ -3,7 +3,8 @@
 It answers ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}`` the way the Hub does for
 plain files (``X-Repo-Commit``, ``ETag``, ``Content-Length``, ``Range``) and 404s with the Hub's
 ``X-Error-Code`` header, and can misbehave on purpose: corrupt bytes, a dropped connection, a
-short body, or no answer at all. Every request is recorded so tests can count them.
+short body, no answer at all (``hang``), or headers and then a body that never comes
+(``stall``). Every request is recorded so tests can count them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from napari_clearnet.model import ClearNet, ClearNetConfig
 from napari_clearnet.weights import save_weights
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-MODES = ("ok", "corrupt", "drop_once", "short", "hang")
+MODES = ("ok", "corrupt", "drop_once", "short", "hang", "stall")
 
 
 @dataclass
@@ -103,6 +104,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
             if not body:
+                return None
+            if f.mode == "stall":  # the headers came; the body never does
+                self.wfile.flush()
+                hub.release.wait(30)
                 return None
             f.served += 1
             payload = data[start:start + length]

@@ -148,6 +148,32 @@ def test_hanging_server_gives_bounded_wait(hub: FakeHub, monkeypatch: pytest.Mon
     assert time.monotonic() - start < 5
 
 
+def test_stalled_body_is_reported_within_the_timeout(hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
+                                                     tiny: bytes) -> None:
+    """Issue 12, F34: the Hub answers the HEAD and the GET's headers, then sends no byte.
+    huggingface_hub retries that for minutes; "did not answer within N s" must be true."""
+    _add_entry(hub, "stalled", "clearnet-tests/stalled", FILE, tiny, mode="stall")
+    monkeypatch.setenv(weights.TIMEOUT_ENV, "1")
+    start = time.monotonic()
+    with pytest.raises(weights.WeightsError, match=r"did not answer within 1 s"):
+        weights.resolve("stalled")
+    assert time.monotonic() - start < 6
+    assert weights.cached_path(weights.get_entry("stalled")) is None
+
+
+def test_slow_but_moving_download_is_not_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stall guard only fires when nothing arrives for the timeout (issue 12, F34)."""
+
+    def slow(progress):
+        bar = progress(total=10, disable=True)
+        for _ in range(10):
+            time.sleep(0.1)
+            bar.update(1)
+        return "done"
+
+    assert weights._stall_guard(slow, 0.3, None) == "done"  # 1 s in all, never 0.3 s without data
+
+
 def test_state_dict_that_does_not_fit(hub: FakeHub, tmp_path: Path) -> None:
     """A file whose config says (4, 8) but whose tensors are from (4, 16)."""
     net = ClearNet(ClearNetConfig(widths=(4, 16)))

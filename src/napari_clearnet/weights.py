@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ._validate import MODEL_RANGES, check_config, json_text
 from .io import _umask_mode
 from .model import FORMAT_VERSION, ClearNet, ClearNetConfig
 
@@ -45,6 +46,7 @@ __all__ = [
     "build_model",
     "bundled_dir",
     "cached_path",
+    "check_finite",
     "download",
     "export_hub_folder",
     "get_entry",
@@ -213,16 +215,34 @@ def save_weights(
     meta = {CONFIG_KEY: json.dumps(model.config.to_dict(), sort_keys=True)}
     meta.update(metadata or {})
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(state, f"refusing to write {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    _umask_mode(tmp)
     try:
         save_file(state, tmp, metadata=meta)
+        _umask_mode(tmp)  # after save_file, which creates the file anew (with mode 0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return sha256_file(path)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse weights with NaN or infinite values (a diverged training run): they would give
+    black images and invalid JSON. ``where`` starts the message (the file, or what is written)."""
+    bad = []
+    for k, v in state.items():
+        if v.is_floating_point() or v.is_complex():
+            n = int((~torch.isfinite(v)).sum())
+            if n:
+                bad.append(f"{k} ({n} of {v.numel()})")
+    if bad:
+        raise WeightsError(
+            f"{where}: NaN or infinite values in " + ", ".join(bad[:5]) + (" …" if len(bad) > 5 else "")
+            + "; these weights come from a diverged training run and would give black images; retrain "
+            "with a lower optim.lr or optim.grad_clip"
+        )
 
 
 def _looks_pickled(head: bytes) -> bool:
@@ -298,20 +318,24 @@ def read_weights(
                 f"{path}: no '{CONFIG_KEY}' in the safetensors metadata and no config.json beside "
                 "it; pass the config (a JSON file) that the weights were trained with"
             )
-        try:
-            config = ClearNetConfig.from_dict(raw)
-        except (ValueError, TypeError) as exc:
-            raise WeightsError(f"{path}: invalid ClearNet config: {exc}") from None
+        config = _config(raw, f"{path}: invalid ClearNet config")
     elif isinstance(config, dict):
-        try:
-            config = ClearNetConfig.from_dict(config)
-        except (ValueError, TypeError) as exc:
-            raise WeightsError(f"invalid ClearNet config for {path}: {exc}") from None
+        config = _config(config, f"invalid ClearNet config for {path}")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc}); the file may be truncated") from None
+    check_finite(state, str(path))
     return state, config, meta
+
+
+def _config(raw: Any, where: str) -> ClearNetConfig:
+    """A ClearNet config from a mapping, with every field's type and range checked first, so a
+    file cannot ask for a network of absurd size (the shapes are compared before any build)."""
+    try:
+        return ClearNetConfig.from_dict(check_config(ClearNetConfig, raw, "ClearNet config", MODEL_RANGES))
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{where}: {exc}") from None
 
 
 def build_model(state: dict[str, torch.Tensor], config: ClearNetConfig, source: str = "") -> ClearNet:
@@ -323,8 +347,14 @@ def build_model(state: dict[str, torch.Tensor], config: ClearNetConfig, source: 
             "(`clearnet weights list`), the napari-clearnet version that wrote the file, or retrain "
             "with `python -m training train` (older checkpoints do not fit the current network)."
         )
-    model = ClearNet(config)
-    expected = model.state_dict()
+    default_in = ClearNetConfig.__dataclass_fields__["in_channels"].default
+    if config.in_channels != default_in:
+        raise WeightsError(
+            f"{source or 'weights'}: in_channels {config.in_channels}, but the network is fed "
+            f"{default_in} channels (RGB + the prior's transmission); these weights are not a ClearNet"
+        )
+    with torch.device("meta"):  # shapes only: a config asking for huge layers allocates nothing
+        expected = ClearNet(config).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(
@@ -344,6 +374,7 @@ def build_model(state: dict[str, torch.Tensor], config: ClearNetConfig, source: 
             f"{source or 'weights'} do not fit the ClearNet architecture {config.widths}: "
             + "; ".join(parts)
         )
+    model = ClearNet(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -492,13 +523,57 @@ def _hub_fetch(
     try:
         url = hf_hub_url(repo_id, filename, revision=revision, endpoint=s.endpoint)
         get_hf_file_metadata(url, timeout=s.timeout, endpoint=s.endpoint)
-        local = hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=s.cache_dir, endpoint=s.endpoint,
-            etag_timeout=s.timeout, force_download=force, tqdm_class=tqdm_class,
+        local = _stall_guard(
+            lambda bar: hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=s.cache_dir, endpoint=s.endpoint,
+                etag_timeout=s.timeout, force_download=force, tqdm_class=bar,
+            ),
+            s.timeout, tqdm_class,
         )
     except Exception as exc:  # huggingface_hub and its HTTP client raise many types
         raise _hub_error(exc, label, repo_id, revision, filename, s) from None
     return Path(local)
+
+
+class HubStalled(TimeoutError):
+    """No byte of a download arrived for the timeout (huggingface_hub would retry for minutes)."""
+
+
+def _stall_guard(download: Any, timeout: float, tqdm_class: type | None) -> Any:
+    """Run ``download(progress_class)`` in a worker thread and give up once ``timeout`` seconds
+    pass without a byte arriving, so "did not answer within N s" is what really happened (the
+    client's own retries of a stalled body take minutes). A download that keeps moving is never
+    cut short. An abandoned worker finishes or fails on its own; it writes only to the cache,
+    which keeps partial files under temporary names."""
+    import threading
+    import time
+
+    if tqdm_class is None:
+        from huggingface_hub.utils import tqdm as tqdm_class
+    last = [time.monotonic()]
+
+    class Watched(tqdm_class):  # type: ignore[misc, valid-type]
+        def update(self, n: float | None = 1) -> bool | None:
+            last[0] = time.monotonic()
+            return super().update(n)
+
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = download(Watched)
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="clearnet-hub-download", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+        if worker.is_alive() and time.monotonic() - last[0] > timeout:
+            raise HubStalled(f"no data for {timeout:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def _remove_cached(path: Path) -> None:
@@ -604,10 +679,19 @@ def resolve(
     sha256 (downloading them if needed, with ``tqdm_class`` as progress bar); other files are
     checked when they are read. Blocks while downloading: call it from a worker thread in a GUI.
     """
-    text = str(model)
+    text = os.fspath(model) if isinstance(model, os.PathLike) else str(model)
     if text.startswith("hf://"):
         return _resolve_hf(text, force, tqdm_class), text
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise WeightsError(
+            f"{text}: URLs are not supported; download the file and pass its path, or give a "
+            "Hugging Face Hub file as hf://ORG/REPO/FILE.safetensors"
+        )
     path = Path(text).expanduser()
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.safetensors") if p.is_file())
+        hint = f" (it holds {', '.join(found[:3])})" if found else ""
+        raise WeightsError(f"{path} is a folder; pass the .safetensors file inside it{hint}")
     looks_like_path = "/" in text or os.sep in text or path.suffix in _FILE_SUFFIXES
     if looks_like_path or (path.is_file() and text not in {e.name for e in registry(registry_path)}):
         if not path.is_file():
@@ -729,8 +813,8 @@ def export_hub_folder(
     }
     cfg = {"model_type": "clearnet", "library_name": "napari-clearnet", CONFIG_KEY: config.to_dict(),
            "filename": filename, "sha256": digest, "size": size}
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    (out / "registry-entry.json").write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+    (out / "config.json").write_text(json_text(cfg, indent=2) + "\n", encoding="utf-8")
+    (out / "registry-entry.json").write_text(json_text(entry, indent=2) + "\n", encoding="utf-8")
     all_tags = ["image-dehazing", "image-to-image", "napari", "safetensors", "clearnet", *tags]
     metric_rows = "\n".join(f"| {k} | {v} |" for k, v in (metrics or {}).items())
     extra_meta = {k: v for k, v in meta.items() if k != CONFIG_KEY}
