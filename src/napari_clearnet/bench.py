@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._validate import json_text
+
 __all__ = ["DEFAULT_SIZES", "machine_info", "run_benchmark", "shape_for"]
 
 DEFAULT_SIZES = (0.25, 1.0, 4.0, 12.0)
@@ -33,6 +35,8 @@ DEFAULT_METHODS = ("clearnet", "dcp", "original")
 DEFAULT_VIDEO = (16, 360, 640)
 #: the original design is skipped where one run is estimated to take longer than this
 ORIGINAL_LIMIT_S = 60.0
+#: largest image size accepted (megapixels): the worker allocates it as float32 RGB
+MAX_MEGAPIXELS = 1000.0
 #: benchmarks/original_unet.py of a source checkout (not shipped in the wheel)
 ORIGINAL_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "original_unet.py"
 
@@ -185,8 +189,8 @@ def run_benchmark(
         raise ValueError(f"unknown methods {bad}; choose from {list(METHODS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if any(s <= 0 for s in sizes):
-        raise ValueError(f"sizes are megapixels and must be > 0, got {list(sizes)}")
+    if any(not math.isfinite(s) or not 0 < s <= MAX_MEGAPIXELS for s in sizes):
+        raise ValueError(f"sizes are megapixels in (0, {MAX_MEGAPIXELS:g}], got {list(sizes)}")
     original_path = Path(original) if original else ORIGINAL_PATH
     configs = [(f"{s:g} MP", 1, *shape_for(s)) for s in sorted(sizes)]
     if video is not None:
@@ -325,6 +329,12 @@ def run_from_args(args: argparse.Namespace) -> int:
               f"16x640x360; got {args.sizes!r} and {args.video!r}", file=sys.stderr)
         return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    problem = _check_output(args.output) if args.output else None
+    if problem is None and any(not math.isfinite(s) or not 0 < s <= MAX_MEGAPIXELS for s in sizes):
+        problem = f"--sizes takes megapixels in (0, {MAX_MEGAPIXELS:g}], got {args.sizes!r}"
+    if problem:  # checked before the benchmark runs, not after many minutes of it
+        print(f"bench: {problem}", file=sys.stderr)
+        return 2
     log = None if args.json else (lambda line: print(line, flush=True))
     if log is not None:
         from .engine import pick_device
@@ -340,19 +350,37 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2)
-    if args.output:
-        out = Path(args.output)
-        if out.exists() and out.is_dir():
-            print(f"bench: --output {out} is a folder; give a file name", file=sys.stderr)
-            return 2
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, out)
+    text = json_text(report, indent=2)
     print(text if args.json else format_report(report, rows=False))
     if args.markdown:
         print(format_markdown(report))
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            tmp.write_text(text + "\n")
+            os.replace(tmp, out)
+        except OSError as exc:
+            print(f"bench: cannot write --output {out}: {exc.strerror or exc} (the results are "
+                  "printed above)", file=sys.stderr)
+            return 1
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return 0
+
+
+def _check_output(output: str) -> str | None:
+    """Why ``--output`` cannot be written (None if it can), known before the benchmark runs."""
+    out = Path(output)
+    if out.is_dir():
+        return f"--output {out} is a folder; give a file name"
+    parent = out.parent
+    if not parent.is_dir():
+        return f"--output {out}: folder {parent} does not exist"
+    if not os.access(parent, os.W_OK):
+        return f"--output {out}: folder {parent} is not writable"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
