@@ -177,7 +177,8 @@ def test_evaluate_writes_table_csv_and_grid(full_run: Path, pairs_dir: Path, tmp
 
 
 def test_ddp_two_processes_on_cpu(hazy_dir: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "training", "train", "--config", str(TINY), "--data", str(hazy_dir),
            "--out", str(tmp_path / "ddp"), "--max-steps", "2", "--device", "cpu", "--no-progress"]

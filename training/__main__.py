@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
+
+from napari_clearnet._validate import json_text
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="pause after STEP (the LR schedule still spans max_steps); continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (for logs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty --out (its checkpoints, records and "
+                        "TensorBoard logs)")
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,40 +82,56 @@ def main(argv: Sequence[str] | None = None) -> int:
                 add_prepare_parser):
         add(sub)
     args = parser.parse_args(argv)
+    from napari_clearnet.cli import Terminated, terminating_signals
+
     try:
-        if args.command == "train":
-            from .config import load_config
-            from .train import TrainOptions, train
-
-            rec = train(load_config(args.config), TrainOptions(
-                data=args.data, out=args.out, max_steps=args.max_steps, device=args.device,
-                resume=args.resume, val_pairs=args.val_pairs, val_ids_file=args.val_ids_file,
-                seed=args.seed, stop_at=args.stop_at, progress=not args.no_progress,
-            ))
-            if rec.get("best"):
-                b = rec["best"]
-                print(f"best: step {b['step']} by {b['measure']} = {b['value']:.4f}")
-        elif args.command == "evaluate":
-            from .evaluate import evaluate, markdown_table
-
-            summary = evaluate(args.pairs, args.model, ids_file=args.ids_file, out_dir=args.out,
-                               n_grid=args.grid, device=args.device)
-            print(markdown_table(summary, -1, "mean").split("\n", 2)[2])
-        elif args.command == "preview":
-            from .evaluate import preview
-
-            print(preview(args.images, args.model, args.out, n=args.n, device=args.device))
-        elif args.command == "export":
-            from .export import export
-
-            print(json.dumps(export(args.checkpoint, args.out, name=args.name, bundle=args.bundle,
-                                    scores=args.scores, description=args.description,
-                                    overwrite=args.overwrite), indent=2))
-        else:
-            print("nothing to prepare: `python -m training train --data DIR...` reads the folders directly")
+        with terminating_signals():
+            return _run(args)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(exc.reason, file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """One subcommand; errors propagate to :func:`main`, which prints them on one line."""
+    if args.command == "train":
+        from .config import load_config
+        from .train import TrainOptions, train
+
+        rec = train(load_config(args.config), TrainOptions(
+            data=args.data, out=args.out, max_steps=args.max_steps, device=args.device,
+            resume=args.resume, val_pairs=args.val_pairs, val_ids_file=args.val_ids_file,
+            seed=args.seed, stop_at=args.stop_at, progress=not args.no_progress,
+            overwrite=args.overwrite,
+        ))
+        if rec.get("best"):
+            b = rec["best"]
+            value = "" if b["value"] is None else f" = {b['value']:.4f}"
+            print(f"best: step {b['step']} by {b['measure']}{value}")
+    elif args.command == "evaluate":
+        from .evaluate import evaluate, markdown_table
+
+        summary = evaluate(args.pairs, args.model, ids_file=args.ids_file, out_dir=args.out,
+                           n_grid=args.grid, device=args.device)
+        print(markdown_table(summary, -1, "mean").split("\n", 2)[2])
+    elif args.command == "preview":
+        from .evaluate import preview
+
+        print(preview(args.images, args.model, args.out, n=args.n, device=args.device))
+    elif args.command == "export":
+        from .export import export
+
+        print(json_text(export(args.checkpoint, args.out, name=args.name, bundle=args.bundle,
+                               scores=args.scores, description=args.description,
+                               overwrite=args.overwrite), indent=2))
+    else:
+        print("nothing to prepare: `python -m training train --data DIR...` reads the folders directly")
     return 0
 
 

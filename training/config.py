@@ -1,25 +1,53 @@
-"""Training configuration: one YAML file, validated into dataclasses (unknown keys are errors, so a
-typo never silently falls back to a default)."""
+"""Training configuration: one YAML file, validated into dataclasses.
+
+Every value is checked before anything is built, by one mechanism
+(:func:`napari_clearnet._validate.check_config`): unknown keys are errors (a typo never silently
+falls back to a default), types come from the dataclass annotations, ranges from the tables
+below. A bad file gives a one-line ``ValueError`` naming ``section.key``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_clearnet.model import ClearNetConfig, check_keys
+from napari_clearnet._validate import MODEL_RANGES, check_config
+from napari_clearnet.model import ClearNetConfig
 
 from .losses import LossWeights
 
 __all__ = ["DataSettings", "OptimSettings", "PseudoSettings", "TrainConfig", "load_config"]
 
 
-def _build(cls, data: dict | None, section: str):
-    data = dict(data or {})
-    check_keys(cls, data, f"keys in '{section}':")
-    for f in fields(cls):
-        if f.name in data and isinstance(data[f.name], list):
-            data[f.name] = tuple(data[f.name])
+#: allowed ranges per section (intervals; for lists, of each item); types come from the annotations
+RANGES: dict[str, dict[str, str]] = {
+    "model": MODEL_RANGES,
+    "loss": {
+        "pseudo_depth": "[0, inf)", "pseudo_airlight": "[0, inf)", "level": "[0, inf)",
+        "dark_channel": "[0, inf)", "color_constancy": "[0, inf)", "tv": "[0, inf)", "exposure": "[0, inf)",
+        "dark_patch": "[1, 255]", "exposure_floor": "[0, 1]",
+    },
+    "pseudo": {"t_mean_range": "(0, 1]", "grey_range": "[0, 1]", "tint": "[0, 1]", "j0_omega": "(0, 1]"},
+    "data": {"val_fraction": "[0, 1)", "crop_range": "(0, 1]", "crop_size": "[8, 8192]",
+             "num_workers": "[0, 256]", "val_crops": "[1, 100000]"},
+    "optim": {
+        "batch_size": "[1, 100000]", "max_steps": "[1, inf)", "lr": "(0, inf)", "head_lr_factor": "[0, inf)",
+        "min_lr_factor": "[0, 1]", "warmup_steps": "[0, inf)", "weight_decay": "[0, inf)",
+        "grad_clip": "(0, inf)",
+        "ema_decay": "[0, 1)", "log_every": "[1, inf)", "val_every": "[1, inf)", "ckpt_every": "[1, inf)",
+        "images_every": "[0, inf)", "seed": "[0, 4294967295]",
+    },
+}
+#: (low, high) pairs that must be in order
+ORDERED = {"pseudo": ("t_mean_range", "grey_range"), "data": ("crop_range",)}
+
+
+def _build(cls, data: Any, section: str):
+    data = check_config(cls, {} if data is None else data, section, RANGES.get(section))
+    for key in ORDERED.get(section, ()):
+        if key in data and data[key][0] > data[key][1]:
+            raise ValueError(f"{section}.{key} must be (low, high) with low <= high, got {list(data[key])}")
     return cls(**data)
 
 
@@ -78,16 +106,23 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data or {})
+    def from_dict(cls, data: Any) -> TrainConfig:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"expected a mapping of sections (model, loss, pseudo, data, optim) at the top level, "
+                f"got a {type(data).__name__}"
+            )
         unknown = set(data) - {"model", "loss", "pseudo", "data", "optim"}
         if unknown:
             raise ValueError(
-                f"unknown config sections {sorted(unknown)}; known: model, loss, pseudo, data, optim"
+                f"unknown config sections {sorted(map(str, unknown))}; "
+                "known: model, loss, pseudo, data, optim"
             )
         return cls(
-            model=ClearNetConfig.from_dict(dict(data.get("model") or {})),
-            loss=LossWeights.from_dict(dict(data.get("loss") or {})),
+            model=_build(ClearNetConfig, data.get("model"), "model"),
+            loss=_build(LossWeights, data.get("loss"), "loss"),
             pseudo=_build(PseudoSettings, data.get("pseudo"), "pseudo"),
             data=_build(DataSettings, data.get("data"), "data"),
             optim=_build(OptimSettings, data.get("optim"), "optim"),
@@ -125,6 +160,15 @@ def load_config(path: str | Path) -> TrainConfig:
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {path} (see training/configs/)")
     try:
-        return TrainConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the config ({exc})") from None
+    try:
+        return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None

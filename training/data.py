@@ -125,7 +125,7 @@ class HazyCrops(Dataset):
         self.crop_range = crop_range
         self.flip = flip
         self.engine_scale = engine_scale
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}
 
     def __len__(self) -> int:  # nominal; samples are addressed by any non-negative integer
         return len(self.paths)
@@ -143,12 +143,15 @@ class HazyCrops(Dataset):
                 continue
             try:
                 img = load_rgb(self.paths[i])
-            except (ValueError, OSError) as exc:
-                self._bad.add(i)
+            except (ValueError, OSError) as exc:  # read_image turns every decoder failure into these
+                self._bad[i] = str(exc)
                 warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=2)
                 continue
             return self.crop(img, np.random.default_rng([self.seed, int(n), 1]))
-        raise RuntimeError("no readable training image left")
+        first = next(iter(self._bad.values()), "")
+        raise ValueError(
+            f"none of the {len(self.paths)} training images can be read (first: {first}); check --data"
+        )
 
     def crop(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         h, w = img.shape[:2]

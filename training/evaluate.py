@@ -8,7 +8,6 @@ the numbers describe what ships, not a training-time approximation.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_clearnet import engine, io, metrics
+from napari_clearnet._validate import json_text
 
 from .data import Pair, find_pairs, load_rgb, read_ids_file
 
@@ -111,7 +111,8 @@ def evaluate(
         record = {"label": label, "n_pairs": len(pairs), "pairs_dir": str(pairs_dir), "model": str(model),
                   "ids_file": str(ids_file) if ids_file else None,
                   "mean": {k: {"psnr": v[0], "ssim": v[1]} for k, v in summary.items()}}
-        (out / "scores.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        # valid JSON: an identical pair's PSNR is infinite, written as null
+        (out / "scores.json").write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
         k = min(n_grid, len(pairs))
         cols = [[p.hazy for p in pairs[:k]]]
         cols += [outputs[n][:k] for n in list(methods)[1:]]

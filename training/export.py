@@ -54,6 +54,12 @@ def _scores(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _num(v: Any, fmt: str = ".4f") -> str:
+    """A score for the model card; "n/a" where the JSON record holds null (a non-finite value,
+    or no validation measure when the last step was selected)."""
+    return "n/a" if v is None else f"{float(v):{fmt}}"
+
+
 def _run_record(ck: dict[str, Any], checkpoint: str) -> str:
     rec = ck.get("record") or {}
     best = ck.get("best") or {}
@@ -73,7 +79,7 @@ def _run_record(ck: dict[str, Any], checkpoint: str) -> str:
         "",
         f"- checkpoint: `{Path(checkpoint).name}`, step {ck['step']} (EMA weights)",
         *run_line,
-        f"- selection: {best.get('measure', 'n/a')} = {best.get('value', float('nan')):.4f} at step "
+        f"- selection: {best.get('measure', 'n/a')} = {_num(best.get('value'))} at step "
         f"{best.get('step', 'n/a')}" if best else "- selection: none recorded",
         f"- training data: {', '.join(rec.get('data', [])) or 'n/a'} "
         f"({rec.get('n_train_images', '?')} train / {rec.get('n_val_images', '?')} validation images, "
@@ -92,7 +98,7 @@ def _run_record(ck: dict[str, Any], checkpoint: str) -> str:
         keys = [k for k in ("val/psnr", "val/ssim", "val/pseudo_total") if k in hist[0]]
         lines += ["Validation history (EMA weights):", "", "| step | " + " | ".join(keys) + " |",
                   "|---" * (len(keys) + 1) + "|"]
-        lines += [f"| {h['step']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |" for h in hist]
+        lines += [f"| {h['step']} | " + " | ".join(_num(h[k]) for k in keys) + " |" for h in hist]
         lines.append("")
     return "\n".join(lines)
 
@@ -132,6 +138,7 @@ def export(
     """
     ck = load_checkpoint(checkpoint)
     model = ema_model(ck)
+    weights.check_finite(model.state_dict(), f"{checkpoint} (EMA weights of step {ck['step']})")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder or pass --overwrite")
@@ -150,7 +157,7 @@ def export(
     for r in recs:
         for method, v in r["mean"].items():
             metric_rows[f"{r['label']} ({r['n_pairs']} pairs): {method}"] = (
-                f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}"
+                f"PSNR {_num(v['psnr'], fmt='.2f')} dB, SSIM {_num(v['ssim'], fmt='.3f')}"
             )
     if description:
         desc = description

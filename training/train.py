@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from napari_clearnet import engine, physics
+from napari_clearnet._validate import json_text
 from napari_clearnet.model import ClearNet
 
 from .config import TrainConfig
@@ -34,7 +34,16 @@ from .data import HazyCrops, StepSampler, find_hazy_images, find_pairs, read_ids
 from .evaluate import LoadedPair, load_pairs, mean_scores, score
 from .losses import Objective, make_pseudo_pairs, pseudo_pair_losses
 
-__all__ = ["TrainOptions", "load_checkpoint", "train"]
+__all__ = ["TrainOptions", "TrainingDiverged", "load_checkpoint", "train"]
+
+#: what a run folder holds (``--overwrite`` removes these and nothing else)
+RUN_FILES = ("best.pt", "last.pt", "best.json", "run.json", "tensorboard")
+#: keys every training checkpoint has
+CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "scaler", "model_config", "train_config")
+
+
+class TrainingDiverged(ValueError):
+    """The weights became NaN or infinite: the run stops rather than save or select them."""
 
 
 @dataclass
@@ -51,6 +60,7 @@ class TrainOptions:
     seed: int | None = None
     stop_at: int | None = None  # pause after this step (schedule still spans max_steps)
     progress: bool = True
+    overwrite: bool = False  # replace the run in a non-empty ``out`` (else refused unless resuming)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,8 +111,12 @@ def _crops(cfg: TrainConfig, paths: list[Path], seed: int) -> HazyCrops:
 
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:  # an interrupt (Ctrl-C, SIGTERM) leaves no partial checkpoint behind
+        if tmp.exists():
+            tmp.unlink()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -110,13 +124,49 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Checkpoints are our own files and hold optimiser state and RNG states, hence ``weights_only``
     is off; never load checkpoints from untrusted sources (export to safetensors to share).
+    Anything else (exported weights, a truncated or foreign file) is a one-line ``ValueError``.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) > 9 and head[8:9] == b"{":  # a safetensors header
+        raise ValueError(
+            f"{path} holds exported weights (safetensors), not a training checkpoint; --resume and "
+            "export take a run's last.pt or best.pt"
+        )
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch.load raises many types for truncated or foreign files
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"cannot read checkpoint {path}: {first[:200]}; the file is truncated or not a checkpoint "
+            "(a run folder keeps best.pt and last.pt)"
+        ) from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise ValueError(f"{path} is not a training checkpoint of this version (missing {missing})")
+    return ck
+
+
+def _check_out(out: Path, opts: TrainOptions) -> None:
+    """Never silently replace a run: a non-empty ``out`` needs ``resume`` or ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not opts.resume and not opts.overwrite:
+        held = sorted(p.name for p in out.iterdir())
+        raise FileExistsError(
+            f"--out {out} is not empty ({', '.join(held[:5])}{' …' if len(held) > 5 else ''}); pass "
+            f"--resume {out / 'last.pt'} to continue that run, --overwrite to replace it, or choose a "
+            "new folder"
+        )
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
 
 
 def _machine(device: torch.device, world: int) -> dict[str, Any]:
@@ -175,13 +225,20 @@ class Validator:
             out["val/psnr"], out["val/ssim"] = mean_scores(rows)
         return out
 
-    def measure(self, scores: dict[str, float]) -> tuple[float, str]:
+    @property
+    def has_signal(self) -> bool:
+        return self.crops is not None or bool(self.pairs)
+
+    def measure(self, scores: dict[str, float]) -> tuple[float | None, str]:
         """Higher is better. PSNR on the paired split when there is one (it measures the clear
         image users get); otherwise minus the pseudo-pair loss (the only label-free signal that
-        penalises both doing nothing and over-dehazing)."""
+        penalises both doing nothing and over-dehazing). ``None`` when there is nothing to
+        measure: then the last step is selected (never the untrained prior for ever)."""
         if "val/psnr" in scores:
             return scores["val/psnr"] + 1e-3 * scores["val/ssim"], "val/psnr (paired validation split)"
-        return -scores.get("val/pseudo_total", float("inf")), "-val/pseudo_total (pseudo-pair loss)"
+        if "val/pseudo_total" in scores:
+            return -scores["val/pseudo_total"], "-val/pseudo_total (pseudo-pair loss)"
+        return None, "last step (no validation images or pairs to select by)"
 
     @torch.no_grad()
     def image_grid(self, model: ClearNet, n: int = 4) -> torch.Tensor | None:
@@ -202,7 +259,12 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     """Run (or resume) training; returns the run record (also written to ``run.json``)."""
     rank, world, local_rank = _dist_info()
     if opts.max_steps is not None:
+        if int(opts.max_steps) < 1:
+            raise ValueError(f"--max-steps must be at least 1, got {opts.max_steps}")
         cfg.optim.max_steps = int(opts.max_steps)
+    if opts.stop_at is not None and int(opts.stop_at) < 1:
+        raise ValueError(f"--stop-at must be at least 1, got {opts.stop_at}")
+    _check_out(Path(opts.out), opts)
     seed = cfg.optim.seed if opts.seed is None else int(opts.seed)
     cfg.optim.seed = seed
     device = engine.pick_device(opts.device)
@@ -219,8 +281,9 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     train_paths, val_paths = split_train_val(items, cfg.data.val_fraction)
     if not train_paths:
         raise ValueError(f"the train split of {opts.data} is empty; add images or lower data.val_fraction")
-    if not val_paths:
-        warnings.warn("no validation images (too few inputs for the 30 % split)", stacklevel=2)
+    if not val_paths and not opts.val_pairs:
+        warnings.warn("no validation images (too few inputs for the 30 % split) and no --val-pairs: "
+                      "best.pt will be the last step", stacklevel=2)
 
     model = ClearNet(cfg.model).to(device)
     ema = copy.deepcopy(model).eval()
@@ -244,13 +307,17 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     start_step, best, history, elapsed = 0, None, [], 0.0
     if opts.resume:
         ck = load_checkpoint(opts.resume)
-        if ck["train_config"]["model"] != cfg.model.to_dict():
+        if ck["train_config"].get("model") != cfg.model.to_dict():
             raise ValueError(f"--resume {opts.resume}: its model config differs from --config's")
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
+        try:
+            model.load_state_dict(ck["model"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ValueError(f"--resume {opts.resume}: cannot restore the run from it ({first})") from None
         start_step, best = int(ck["step"]), ck.get("best")
         history, elapsed = list(ck.get("history", [])), float(ck.get("elapsed_s", 0.0))
         sched.lr_lambdas = [_lr_lambda(cfg, o.max_steps)] * len(opt.param_groups)
@@ -272,6 +339,15 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     record: dict[str, Any] = {}
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if opts.overwrite and not opts.resume:  # replace the old run, not mix with it
+            import shutil
+
+            for name in RUN_FILES:
+                p = out / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"))
@@ -316,10 +392,10 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         grid = validator.image_grid(ema)
         if grid is not None:
             writer.add_image("val/hazy|dehazed|t|A", grid, step)
-        if best is None or value > best["value"]:
+        if value is None or best is None or best.get("value") is None or value > best["value"]:
             best = {"step": step, "value": value, "measure": why, "scores": scores}
             _atomic_save(checkpoint(step), out / "best.pt")
-            (out / "best.json").write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+            (out / "best.json").write_text(json_text(best, indent=2) + "\n", encoding="utf-8")
 
     t_start = time.perf_counter()
     if is_main and start_step == 0 and o.max_steps > 0:
@@ -361,6 +437,12 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if not _finite(model):  # the same on every rank: DDP keeps the weights in step
+            raise TrainingDiverged(
+                f"step {step + 1}: the weights became NaN or infinite (loss {float(loss.detach()):.4g}, "
+                f"gradient norm {float(grad_norm):.4g}): the run diverged; lower optim.lr or "
+                f"optim.grad_clip. Checkpoints written so far stay in {out}"
+            )
         _ema_update(ema, model, o.ema_decay, step)
         step += 1
         if is_main:
@@ -399,5 +481,5 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         "best": best,
         "history": history,
     })
-    (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "run.json").write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
     return record
