@@ -143,8 +143,8 @@ class HazyCrops(Dataset):
                 continue
             try:
                 img = load_rgb(self.paths[i])
-            except (ValueError, OSError) as exc:  # read_image turns every decoder failure into these
-                self._bad[i] = str(exc)
+            except (ValueError, OSError, MemoryError) as exc:  # read_image names every decoder failure
+                self._bad[i] = str(exc) or f"{self.paths[i]}: not enough memory"
                 warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=2)
                 continue
             return self.crop(img, np.random.default_rng([self.seed, int(n), 1]))

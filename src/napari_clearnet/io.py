@@ -210,7 +210,9 @@ def describe_layout(shape: tuple[int, ...], channel_axis: int | str | None = "au
         raise ValueError(f"channel_axis must be an int, None or 'auto', got {channel_axis!r}")
     n = len(shape)
     if not -n <= int(channel_axis) < n:
-        raise ValueError(f"channel_axis {channel_axis} is out of range for shape {shape} ({n} axes)")
+        raise ValueError(
+            f"{option('channel_axis')} {channel_axis} is out of range for shape {shape} ({n} axes)"
+        )
     ax = int(channel_axis) % n
     c = shape[ax]
     if c not in (1, 3, 4):
@@ -681,10 +683,10 @@ def read_tag(path: str | os.PathLike) -> str | None:
 
             value = json.loads(path.read_text(encoding="utf-8")).get("source_fingerprint")
             return value if isinstance(value, str) else None
-        with open(path, "rb") as f:  # the tag sits near the start (WebP: near the end)
-            head = f.read(1 << 16)
-            f.seek(max(len(head), os.fstat(f.fileno()).st_size - (1 << 16)))
-            head += f.read(1 << 16)
+        with open(path, "rb") as f:  # we write it near the start (WebP: at the end): 16 KiB to read
+            head = f.read(1 << 13)
+            f.seek(max(len(head), os.fstat(f.fileno()).st_size - (1 << 13)))
+            head += f.read(1 << 13)
     except (OSError, ValueError, AttributeError):
         return None
     m = _TAG_RE.search(head)
