@@ -18,7 +18,7 @@ import napari_clearnet
 from napari_clearnet import io, physics, weights
 from training.__main__ import main as training_main
 from training.config import load_config
-from training.data import HazyCrops, find_hazy_images, find_pairs, split_train_val
+from training.data import HazyCrops, find_hazy_images, find_pairs, read_ids_file, split_train_val
 from training.export import ema_model, export
 from training.train import TrainOptions, load_checkpoint, train
 
@@ -162,18 +162,77 @@ def test_evaluate_writes_table_csv_and_grid(full_run: Path, pairs_dir: Path, tmp
                         "--out", str(tmp_path / "ev"), "--device", "cpu"])
     assert rc == 0
     table = (tmp_path / "ev" / "scores.md").read_text()
-    assert "2 pairs" in table and "| hazy input |" in table and "| DCP (classic) |" in table
-    assert "ClearNet (m)" in table
+    head = "| set | split | pairs | hazy input | DCP (classic) | prior (untrained) | ClearNet (m) |"
+    assert head in table and f"| {pairs_dir.name} | ids | 2 |" in table
     rows = (tmp_path / "ev" / "scores.csv").read_text().splitlines()
-    assert rows[1].startswith("1000,") and rows[2].startswith("1002,") and rows[-1].startswith("mean,")
+    assert rows[0] == "set,split,id,method,psnr,ssim"
+    assert {r.split(",")[2] for r in rows[1:]} == {"1000", "1002"} and len(rows) == 1 + 2 * 4
     grid = io.read_image(tmp_path / "ev" / "grid.png")
-    assert grid.ndim == 3 and grid.shape[1] > 3 * grid.shape[0] // 2  # 2 rows × 4 columns
-    summary = json.loads((tmp_path / "ev" / "scores.json").read_text())["mean"]
+    assert grid.ndim == 3 and grid.shape[1] > 4 * grid.shape[0] // 2  # 2 rows × 5 columns
+    summary = json.loads((tmp_path / "ev" / "scores.json").read_text())["rows"][0]["mean"]
     assert summary["DCP (classic)"]["psnr"] > summary["hazy input"]["psnr"]
-    # preview: real photos without references, rows hazy | DCP | ClearNet
-    rc = training_main(["preview", "--images", str(pairs_dir / "hazy"), "--model", str(w), "-n", "2",
-                        "--out", str(tmp_path / "pv.png"), "--device", "cpu"])
-    assert rc == 0 and io.read_image(tmp_path / "pv.png").shape[0] > 192
+    # the untrained prior is the model with its heads at zero: its own column
+    assert set(summary) == {"hazy input", "DCP (classic)", "prior (untrained)", "ClearNet (m)"}
+
+
+def test_evaluate_reports_every_set_and_split_side_by_side(
+    full_run: Path, pairs_dir: Path, tmp_path: Path
+) -> None:
+    from training.evaluate import evaluate
+
+    w = tmp_path / "m.safetensors"
+    weights.save_weights(ema_model(load_checkpoint(full_run / "last.pt")), w)
+    other = tmp_path / "other"
+    _write_hazy(other / "hazy", 2, seed=5, gt=other / "gt")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for name, val, held in ((pairs_dir.name, ["1001"], ["1000", "1002"]), ("other", ["1000"], ["1001"])):
+        (splits / f"{name}-val.txt").write_text("# val\n" + "\n".join(val) + "\n")
+        (splits / f"{name}-heldout.txt").write_text("\n".join(held) + "\n")
+    table = evaluate([pairs_dir, other], [w, "clearnet-default"], split="both", device="cpu",
+                     out_dir=tmp_path / "ev", splits_dir=splits, n_grid=1)
+    assert list(table) == [f"{pairs_dir.name} val", f"{pairs_dir.name} heldout", "other val", "other heldout"]
+    assert [int(table[k]["n"][0]) for k in table] == [1, 2, 1, 1]
+    cols = [m for m in table[f"{pairs_dir.name} val"] if m != "n"]
+    assert cols == ["hazy input", "DCP (classic)", "prior (untrained)", "ClearNet (m)",
+                    "ClearNet (clearnet-default)"]
+    md = (tmp_path / "ev" / "scores.md").read_text()
+    assert md.count("| other |") == 2 and "| heldout |" in md
+    assert len(list((tmp_path / "ev").glob("grid-*.png"))) == 4
+    with pytest.raises(FileNotFoundError, match=r"other-val\.txt"):
+        evaluate([other], [w], split="val", splits_dir=tmp_path)
+    # the committed splits cover every real paired set, and val and held-out never overlap
+    from training.evaluate import SPLITS_DIR
+
+    for name in ("pairs-dev", "ihaze", "revide", "its", "sots-outdoor", "reside-outdoor"):
+        val = set(read_ids_file(SPLITS_DIR / f"{name}-val.txt"))
+        held = set(read_ids_file(SPLITS_DIR / f"{name}-heldout.txt"))
+        assert val and held and not val & held, name
+
+
+def test_photos_sky_check_and_sheet(full_run: Path, tmp_path: Path) -> None:
+    """Real photos without references: sky-checked when they have sky, and a sheet of the named
+    ones (rows: hazy | DCP | model)."""
+    w = tmp_path / "m.safetensors"
+    weights.save_weights(ema_model(load_checkpoint(full_run / "last.pt")), w)
+    rng = np.random.default_rng(0)
+    sky = np.concatenate([np.full((60, 90, 3), 0.9) + rng.random((60, 90, 3)) * 0.004,
+                          0.3 + 0.4 * rng.random((60, 90, 3))])
+    io.write_image(tmp_path / "photos" / "with_sky.png", sky)
+    io.write_image(tmp_path / "photos" / "no_sky.png", 0.3 + 0.4 * rng.random((80, 90, 3)))
+    rc = training_main(["photos", "--images", str(tmp_path / "photos"), "--model", str(w), "--out",
+                        str(tmp_path / "pv"), "--sheet", str(tmp_path / "sheet.jpg"), "--sheet-photos",
+                        "no_sky", "with_sky.png", "--device", "cpu"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "pv" / "scores.json").read_text())
+    assert {r["photo"] for r in rec["photos"]} == {"photos/with_sky.png"}  # only photos with sky
+    assert set(rec["summary"]) == {"DCP (classic)", "ClearNet (m)"}
+    assert "| photos/with_sky.png |" in (tmp_path / "pv" / "scores.md").read_text()
+    sheet = io.read_image(tmp_path / "sheet.jpg")
+    assert sheet.shape[0] > 2 * 200 and sheet.shape[1] > 3 * 200  # 2 rows × 3 columns
+    assert training_main(["photos", "--images", str(tmp_path / "photos"), "--model", str(w), "--out",
+                          str(tmp_path / "pv2"), "--sheet", str(tmp_path / "s2.jpg"), "--sheet-photos",
+                          "missing"]) == 2
 
 
 def test_ddp_two_processes_on_cpu(hazy_dir: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from napari_clearnet._validate import json_text
 
@@ -34,23 +35,39 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="PSNR/SSIM of ClearNet, DCP and the hazy input on paired images")
-    p.add_argument("--pairs", required=True, metavar="DIR",
-                   help="folder with hazy/{id}_*.png and gt/{id}.png")
-    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                   help="registry name (clearnet-default), .safetensors path or hf:// address")
-    p.add_argument("--ids-file", metavar="F", help="only these IDs (one per line, # comments)")
-    p.add_argument("--out", metavar="DIR", help="write scores.md, scores.csv, scores.json and grid.png here")
-    p.add_argument("--grid", type=int, default=4, help="images in the comparison grid (default 4)")
+    p = sub.add_parser(
+        "evaluate",
+        help="PSNR/SSIM of models, their untrained prior, the DCP and the hazy input on paired sets",
+        description="Score every paired set side by side, split into the validation IDs (they choose "
+        "settings) and the held-out IDs (they choose nothing) from training/splits/<set>-{val,heldout}.txt.")
+    p.add_argument("--pairs", nargs="+", required=True, metavar="DIR",
+                   help="paired folders with hazy/{id}_*.png and gt/{id}.png (one row per set and split)")
+    p.add_argument("--model", action="append", required=True, metavar="NAME_OR_PATH",
+                   help="registry name (clearnet-default), .safetensors path or hf:// address; repeat "
+                        "to compare models")
+    p.add_argument("--split", choices=("auto", "both", "val", "heldout", "all"), default="auto",
+                   help="which IDs of each set: val and held-out rows, one of them, or all pairs; auto "
+                        "(default): both where training/splits lists the set, else all")
+    p.add_argument("--ids-file", metavar="F", help="only these IDs of a single --pairs folder (one per line)")
+    p.add_argument("--no-prior", action="store_true", help="leave out the untrained-prior column")
+    p.add_argument("--out", metavar="DIR", help="write scores.md, scores.csv, scores.json and grids here")
+    p.add_argument("--grid", type=int, default=4, help="images per set in the comparison grids (default 4)")
     p.add_argument("--device", default="auto")
 
 
-def add_preview_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("preview", help="grid of real hazy photos: hazy | DCP | ClearNet (no references)")
+def add_photos_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "photos", help="real hazy photos without references: the sky check, and a sheet hazy | DCP | models",
+        description="Run the classic DCP and each model over every photo under --images; sky-check the "
+        "photos with sky (rings, colour blotches, amplified noise in smooth bright regions) and write "
+        "the table to --out; with --sheet, also a comparison sheet of the photos named by --sheet-photos.")
     p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="folders or files of photos")
-    p.add_argument("--model", required=True, metavar="NAME_OR_PATH")
-    p.add_argument("--out", required=True, metavar="PNG", help="grid image to write (replaced if present)")
-    p.add_argument("-n", type=int, default=6, help="number of photos (default 6, in path order)")
+    p.add_argument("--model", action="append", required=True, metavar="NAME_OR_PATH",
+                   help="registry name, .safetensors path or hf:// address (repeat to compare)")
+    p.add_argument("--out", required=True, metavar="DIR", help="write scores.md and scores.json here")
+    p.add_argument("--sheet", metavar="IMAGE", help="also write the comparison sheet here (replaced)")
+    p.add_argument("--sheet-photos", nargs="+", default=[], metavar="NAME",
+                   help="file names (without folder) of the photos on the sheet, in order")
     p.add_argument("--device", default="auto")
 
 
@@ -78,7 +95,7 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train_parser, add_evaluate_parser, add_preview_parser, add_export_parser,
+    for add in (add_train_parser, add_evaluate_parser, add_photos_parser, add_export_parser,
                 add_prepare_parser):
         add(sub)
     args = parser.parse_args(argv)
@@ -117,13 +134,16 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from .evaluate import evaluate, markdown_table
 
-        summary = evaluate(args.pairs, args.model, ids_file=args.ids_file, out_dir=args.out,
-                           n_grid=args.grid, device=args.device)
-        print(markdown_table(summary, -1, "mean").split("\n", 2)[2])
-    elif args.command == "preview":
-        from .evaluate import preview
+        table = evaluate(args.pairs, args.model, split=args.split, ids_file=args.ids_file,
+                         out_dir=args.out, n_grid=args.grid, device=args.device,
+                         with_prior=not args.no_prior)
+        print(markdown_table(table), end="")
+    elif args.command == "photos":
+        from .photos import photos
 
-        print(preview(args.images, args.model, args.out, n=args.n, device=args.device))
+        photos(args.images, args.model, args.out, sheet=args.sheet, sheet_names=args.sheet_photos,
+               device=args.device)
+        print((Path(args.out) / "scores.md").read_text(encoding="utf-8"), end="")
     elif args.command == "export":
         from .export import export
 

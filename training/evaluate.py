@@ -1,8 +1,10 @@
-"""Score dehazing methods on a paired folder: PSNR and SSIM per image and mean, as a Markdown
-table, a CSV and a comparison grid (hazy | DCP | ClearNet | GT).
+"""Score dehazing methods on paired folders: PSNR and SSIM per image and per set, as a Markdown
+table, a CSV, a JSON record and comparison grids (hazy | DCP | prior | models | GT).
 
-All methods run through the plugin's own engine (full resolution, the same code users get), so
-the numbers describe what ships, not a training-time approximation.
+Every paired set is reported side by side, split into the validation IDs (which choose settings
+and checkpoints) and the held-out IDs (which choose nothing), from the committed lists in
+``training/splits/<set>-{val,heldout}.txt``. All methods run through the plugin's own engine at
+full resolution, so the numbers describe what ships, not a training-time approximation.
 """
 
 from __future__ import annotations
@@ -17,10 +19,25 @@ import numpy as np
 
 from napari_clearnet import engine, io, metrics
 from napari_clearnet._validate import json_text
+from napari_clearnet.model import ClearNet
 
 from .data import Pair, find_pairs, load_rgb, read_ids_file
 
-__all__ = ["LoadedPair", "evaluate", "load_pairs", "make_grid", "preview", "score"]
+__all__ = [
+    "SPLITS_DIR",
+    "LoadedPair",
+    "PairedSplit",
+    "evaluate",
+    "load_pairs",
+    "make_grid",
+    "paired_splits",
+    "score",
+]
+
+#: the committed split lists, ``<set folder name>-val.txt`` and ``<set folder name>-heldout.txt``
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+SPLIT_CHOICES = ("auto", "both", "val", "heldout", "all")
+HAZY, DCP, PRIOR = "hazy input", "DCP (classic)", "prior (untrained)"
 
 
 @dataclass
@@ -28,6 +45,54 @@ class LoadedPair:
     id: str
     hazy: np.ndarray
     gt: np.ndarray
+
+
+@dataclass(frozen=True)
+class PairedSplit:
+    """One row of the report: a paired folder, restricted to a split's IDs (``None``: all)."""
+
+    set: str
+    split: str
+    folder: Path
+    ids: tuple[str, ...] | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.set} {self.split}"
+
+
+def paired_splits(
+    folders: Sequence[str | Path], split: str = "auto", *, ids_file: str | Path | None = None,
+    splits_dir: str | Path = SPLITS_DIR,
+) -> list[PairedSplit]:
+    """The rows for ``folders``: ``split`` is ``val``, ``heldout``, ``both`` (val then held-out),
+    ``all`` (every pair) or ``auto`` (``both`` for a set with committed lists, else ``all``); the
+    IDs come from ``<splits_dir>/<folder name>-<split>.txt``.
+    ``ids_file`` instead names the IDs directly (one folder only; the row is named after the file)."""
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    if ids_file is not None:
+        if len(folders) != 1:
+            raise ValueError("--ids-file applies to one --pairs folder; use --split for several")
+        folder = Path(folders[0])
+        return [PairedSplit(folder.name, Path(ids_file).stem, folder, tuple(read_ids_file(ids_file)))]
+    rows = []
+    for f in folders:
+        folder = Path(f).expanduser()
+        listed = (Path(splits_dir) / f"{folder.name}-val.txt").is_file()
+        mode = ("both" if listed else "all") if split == "auto" else split
+        parts = ("val", "heldout") if mode == "both" else (mode,)
+        for part in parts:
+            if part == "all":
+                rows.append(PairedSplit(folder.name, "all", folder, None))
+                continue
+            lst = Path(splits_dir) / f"{folder.name}-{part}.txt"
+            if not lst.is_file():
+                raise FileNotFoundError(
+                    f"no {part} split for {folder}: {lst} is missing (commit one, or use --split all)"
+                )
+            rows.append(PairedSplit(folder.name, part, folder, tuple(read_ids_file(lst))))
+    return rows
 
 
 def load_pairs(pairs: Sequence[Pair]) -> list[LoadedPair]:
@@ -76,88 +141,100 @@ def make_grid(columns: Sequence[Sequence[np.ndarray]], height: int = 192, gap: i
     return np.concatenate(rows, 0)[:-gap]
 
 
+def methods_for(models: Sequence[str | Path], device: str = "auto", with_prior: bool = True) -> dict:
+    """Label → Dehazer (``None`` for the hazy input): the hazy input, the classic DCP, the
+    untrained prior of the first model (its heads at zero: exactly its physics prior) and each model."""
+    loaded = [engine.load_model(m, device=device) for m in models]
+    methods: dict[str, engine.Dehazer | None] = {
+        HAZY: None, DCP: engine.load_model(method="dcp", device=device)}
+    if with_prior and loaded:
+        net = loaded[0].model
+        assert net is not None
+        methods[PRIOR] = engine.Dehazer("clearnet", ClearNet(net.config), device=device)
+    for m, d in zip(models, loaded, strict=True):
+        label = f"ClearNet ({Path(str(m)).stem})"
+        k = 2
+        while label in methods:  # two models with one stem still get a column each
+            label, k = f"ClearNet ({Path(str(m)).stem} #{k})", k + 1
+        methods[label] = d
+    return methods
+
+
 def evaluate(
-    pairs_dir: str | Path,
-    model: str | Path,
+    pairs_dirs: str | Path | Sequence[str | Path],
+    models: str | Path | Sequence[str | Path],
     *,
+    split: str = "auto",
     ids_file: str | Path | None = None,
     out_dir: str | Path | None = None,
     n_grid: int = 4,
     device: str = "auto",
-    title: str = "",
-) -> dict[str, tuple[float, float]]:
-    """Score ClearNet ``model``, the classic DCP and the hazy input; write results if ``out_dir``.
+    with_prior: bool = True,
+    splits_dir: str | Path = SPLITS_DIR,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Score each model, the untrained prior, the classic DCP and the hazy input on every
+    split of every paired folder; write the report to ``out_dir``.
 
-    Returns ``{method: (mean PSNR, mean SSIM)}``.
+    Returns ``{row label: {method: (mean PSNR, mean SSIM)}}``.
     """
-    ids = read_ids_file(ids_file) if ids_file else None
-    pairs = load_pairs(find_pairs(pairs_dir, ids))
-    methods = {
-        "hazy input": None,
-        "DCP (classic)": engine.load_model(method="dcp", device=device),
-        f"ClearNet ({Path(str(model)).stem})": engine.load_model(model, device=device),
-    }
-    per_method: dict[str, list[dict]] = {}
-    outputs: dict[str, list[np.ndarray]] = {}
-    for name, dehazer in methods.items():
-        per_method[name], outputs[name] = score(dehazer, pairs)
-    summary = {name: mean_scores(rows) for name, rows in per_method.items()}
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _write_csv(out / "scores.csv", per_method)
-        label = title or f"{Path(pairs_dir).name}" + (f" ({Path(ids_file).stem})" if ids_file else "")
-        (out / "scores.md").write_text(markdown_table(summary, len(pairs), label), encoding="utf-8")
-        record = {"label": label, "n_pairs": len(pairs), "pairs_dir": str(pairs_dir), "model": str(model),
-                  "ids_file": str(ids_file) if ids_file else None,
-                  "mean": {k: {"psnr": v[0], "ssim": v[1]} for k, v in summary.items()}}
-        # valid JSON: an identical pair's PSNR is infinite, written as null
-        (out / "scores.json").write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
+    folders = [pairs_dirs] if isinstance(pairs_dirs, str | Path) else list(pairs_dirs)
+    model_list = [models] if isinstance(models, str | Path) else list(models)
+    rows = paired_splits(folders, split, ids_file=ids_file, splits_dir=splits_dir)
+    methods = methods_for(model_list, device, with_prior)
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    per_image: list[dict] = []
+    grids: dict[str, list[list[np.ndarray]]] = {}
+    for row in rows:
+        pairs = load_pairs(find_pairs(row.folder, row.ids))
+        table[row.label] = {}
         k = min(n_grid, len(pairs))
         cols = [[p.hazy for p in pairs[:k]]]
-        cols += [outputs[n][:k] for n in list(methods)[1:]]
+        for name, dehazer in methods.items():
+            scores, outputs = score(dehazer, pairs)
+            table[row.label][name] = mean_scores(scores)
+            per_image += [{"set": row.set, "split": row.split, "method": name, **s} for s in scores]
+            if dehazer is not None:
+                cols.append(outputs[:k])
         cols.append([p.gt for p in pairs[:k]])
-        io.write_image(out / "grid.png", make_grid(cols), overwrite=True)
-    return summary
+        grids[row.label] = cols
+        table[row.label]["n"] = (float(len(pairs)), math.nan)
+    if out_dir is not None:
+        _write_report(Path(out_dir), table, per_image, grids, rows, model_list)
+    return table
 
 
-def preview(
-    images: Sequence[str | Path], model: str | Path, out: str | Path, *, n: int = 6,
-    device: str = "auto", height: int = 192,
-) -> Path:
-    """A grid of real hazy photos without references: rows hazy | DCP | ClearNet, to look for
-    halos, colour casts and broken skies that paired scores do not show."""
-    from .data import find_hazy_images
-
-    paths = [p for p, _ in find_hazy_images(images)][:n]
-    dcp_m = engine.load_model(method="dcp", device=device)
-    net = engine.load_model(model, device=device)
-    hazy = [load_rgb(p) for p in paths]
-    cols = [hazy, [dcp_m.run_frame(h).image for h in hazy], [net.run_frame(h).image for h in hazy]]
-    return io.write_image(out, make_grid(cols, height=height), overwrite=True)
-
-
-def markdown_table(summary: dict[str, tuple[float, float]], n: int, label: str) -> str:
-    lines = [f"{label}: {n} pairs, mean over images", "", "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
-    for name, (p, s) in summary.items():
-        lines.append(f"| {name} | {p:.2f} | {s:.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _write_csv(path: Path, per_method: dict[str, list[dict]]) -> None:
-    names = list(per_method)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, rows: list[PairedSplit],
+                  models: list) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.md").write_text(markdown_table(table), encoding="utf-8")
+    record = {
+        "models": [str(m) for m in models],
+        "rows": [{"set": r.set, "split": r.split, "folder": str(r.folder),
+                  "n_pairs": int(table[r.label]["n"][0]),
+                  "mean": {m: {"psnr": p, "ssim": s} for m, (p, s) in table[r.label].items() if m != "n"}}
+                 for r in rows],
+    }
+    # valid JSON: an identical pair's PSNR is infinite, written as null
+    (out / "scores.json").write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["id"] + [f"{n} {m}" for n in names for m in ("PSNR", "SSIM")])
-        n_rows = len(per_method[names[0]])
-        for i in range(n_rows):
-            row = [per_method[names[0]][i]["id"]]
-            for n in names:
-                r = per_method[n][i]
-                row += [f"{r['psnr']:.4f}", f"{r['ssim']:.5f}"]
-            w.writerow(row)
-        row = ["mean"]
-        for n in names:
-            p, s = mean_scores(per_method[n])
-            row += [f"{p:.4f}" if math.isfinite(p) else "inf", f"{s:.5f}"]
-        w.writerow(row)
+        w.writerow(["set", "split", "id", "method", "psnr", "ssim"])
+        for r in per_image:
+            w.writerow([r["set"], r["split"], r["id"], r["method"],
+                        f"{r['psnr']:.4f}" if math.isfinite(r["psnr"]) else "inf", f"{r['ssim']:.5f}"])
+    for label, cols in grids.items():
+        name = "grid.png" if len(grids) == 1 else f"grid-{label.replace(' ', '-')}.png"
+        io.write_image(out / name, make_grid(cols), overwrite=True)
+
+
+def markdown_table(table: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """Rows: set and split (with its number of pairs); columns: methods; cells PSNR dB / SSIM."""
+    methods = [m for m in next(iter(table.values())) if m != "n"]
+    lines = ["Mean over images, PSNR (dB) / SSIM", "",
+             "| set | split | pairs | " + " | ".join(methods) + " |",
+             "|---|---|---:|" + "---|" * len(methods)]
+    for label, cells in table.items():
+        s, split = label.rsplit(" ", 1)
+        vals = [f"{cells[m][0]:.2f} / {cells[m][1]:.3f}" for m in methods]
+        lines.append(f"| {s} | {split} | {int(cells['n'][0])} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"

@@ -155,10 +155,11 @@ def export(
     recs = _scores(scores or [])
     metric_rows: dict[str, str] = {}
     for r in recs:
-        for method, v in r["mean"].items():
-            metric_rows[f"{r['label']} ({r['n_pairs']} pairs): {method}"] = (
-                f"PSNR {_num(v['psnr'], fmt='.2f')} dB, SSIM {_num(v['ssim'], fmt='.3f')}"
-            )
+        for row in r.get("rows", []):  # paired scores (evaluate); a sky check has none
+            for method, v in row["mean"].items():
+                metric_rows[f"{row['set']} {row['split']} ({row['n_pairs']} pairs): {method}"] = (
+                    f"PSNR {_num(v['psnr'], fmt='.2f')} dB, SSIM {_num(v['ssim'], fmt='.3f')}"
+                )
     if description:
         desc = description
     elif ck["step"] == 0:
@@ -174,7 +175,8 @@ def export(
     extra = [_run_record(ck, str(checkpoint))]
     for r in recs:
         if r["markdown"]:
-            extra += [f"### {r['label']}", "", r["markdown"]]
+            title = "Sky check (real photos)" if r.get("kind") == "sky check" else "Paired sets"
+            extra += [f"### {title}", "", r["markdown"]]
     card.write_text(card.read_text(encoding="utf-8") + "\n" + "\n".join(extra), encoding="utf-8")
     result: dict[str, Any] = {"folder": str(out), "weights": str(wfile), "sha256": weights.sha256_file(wfile)}
     if bundle:

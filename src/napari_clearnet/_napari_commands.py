@@ -61,8 +61,10 @@ class Settings:
     airlight: tuple[float, float, float] | None = None
     temporal_smoothing: float = 0.0
     sky_protection: float = 0.0
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
+        engine.check_strength(self.strength)
         if self.method not in METHOD_LABELS:
             raise ValueError(f"method must be one of {tuple(METHOD_LABELS)}, got {self.method!r}")
         if self.airlight is not None:
@@ -201,7 +203,7 @@ def run_layer(
     for i, total, res in dehazer.iter_frames(
         data, channel_axis=layout.channel_axis, airlight=settings.airlight, t0=settings.t0,
         temporal_smoothing=settings.temporal_smoothing, with_raw=with_raw,
-        sky_protection=settings.sky_protection,
+        sky_protection=settings.sky_protection, strength=settings.strength,
     ):
         j[i], t[i], a[i] = res.image, res.transmission, res.airlight
         if raw is not None and res.transmission_raw is not None:
@@ -221,6 +223,7 @@ def run_layer(
             airlight_override=None if settings.airlight is None else list(settings.airlight),
             temporal_smoothing=settings.temporal_smoothing,
             sky_protection=settings.sky_protection,
+            strength=settings.strength,
             source_layer=layer.name,
         ),
         transmission_raw=None if raw is None else raw.reshape((*fs, h, w)),
@@ -323,6 +326,7 @@ def dehaze_layer(
     temporal_smoothing: float = 0.0,
     outputs: Iterable[str] = ("dehazed",),
     sky_protection: float = 0.0,
+    strength: float = 1.0,
 ) -> list[Layer]:
     """Dehaze one Image layer (by object or name) in ``viewer`` and add the chosen ``outputs``
     (``"dehazed"``, ``"transmission"``, ``"raw transmission"``, ``"airlight"``); returns the
@@ -331,7 +335,7 @@ def dehaze_layer(
         layer = viewer.layers[layer]
     outputs = list(outputs)
     settings = Settings(method, model, device, t0, None if airlight is None else tuple(airlight),
-                        temporal_smoothing, sky_protection)
+                        temporal_smoothing, sky_protection, strength)
     dehazer = get_dehazer(method, model, device)
     run = _drive(run_layer(layer, dehazer, settings, with_raw="raw transmission" in outputs,
                            with_sources="airlight" in outputs))

@@ -16,6 +16,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FloatSlider,
     FloatSpinBox,
     Label,
     ProgressBar,
@@ -36,6 +37,7 @@ from ._napari_commands import (
     output_layers,
     run_layer,
 )
+from ._preview import LivePreview
 
 __all__ = ["AirlightWidget", "CompareWidget", "DehazeWidget", "TransmissionWidget", "grid_of"]
 
@@ -235,6 +237,14 @@ class DehazeWidget(_Panel):
     run_text = "Dehaze"
 
     def _add_controls(self) -> None:
+        self.strength = FloatSlider(label="strength", value=1.0, min=0.0, max=2.0, step=0.05,
+                                    tooltip="how much of the estimated haze to remove: 1 = the model's "
+                                            "estimate, 0 = none, >1 = more")
+        self.live = CheckBox(text="preview while adjusting", value=True,
+                             tooltip="dehaze a reduced copy of the current frame as the strength moves")
+        self.preview = LivePreview(self.viewer)
+        self.strength.changed.connect(self._preview_changed)
+        self.live.changed.connect(self._live_toggled)
         self.t0 = _spin("t0", 0.1, 0.01, 0.9, tooltip="lower bound of t in J = (I - A)/max(t, t0) + A")
         self.override = CheckBox(text="set airlight A by hand", value=False)
         self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001, enabled=False) for c in "RGB"]
@@ -247,17 +257,43 @@ class DehazeWidget(_Panel):
                                  "rings and noise; 0 = off, 0.1-0.2 typical (leaves more haze there)")
         self.add_t = CheckBox(text="add transmission map", value=False)
         self.add_a = CheckBox(text="add airlight sources", value=False)
-        self.extend([self.t0, self.override,
+        self.extend([self.strength, self.live, self.t0, self.override,
                      Container(widgets=self.a_rgb, layout="horizontal", label="A (R, G, B)"),
                      self.smoothing, self.sky, self.add_t, self.add_a])
 
     def _settings(self) -> Settings:
         a = tuple(s.value for s in self.a_rgb) if self.override.value else None
         return Settings(self.method.value, self.model.value, self.device.value, float(self.t0.value), a,
-                        float(self.smoothing.value), float(self.sky.value))
+                        float(self.smoothing.value), float(self.sky.value), float(self.strength.value))
 
     def _outputs(self) -> list[str]:
         return ["dehazed"] + ["transmission"] * self.add_t.value + ["airlight"] * self.add_a.value
+
+    def _preview_changed(self, *_: Any) -> None:
+        """Strength moved: preview the current frame with it, in a worker (never blocks)."""
+        if not self.live.value or self._closed or self.input.value is None:
+            return
+        try:
+            check_layer(self.input.value)
+            settings = self._settings()
+        except ValueError as exc:
+            self.status.value = str(exc)
+            return
+        self.preview.request(self.input.value, settings)
+
+    def _live_toggled(self, on: bool) -> None:
+        if on:
+            self._preview_changed()
+        else:
+            self.preview.remove()
+
+    def _done(self, run: LayerRun) -> None:
+        self.preview.remove()  # the full-resolution result replaces the preview
+        super()._done(run)
+
+    def _teardown(self, *_: Any) -> None:
+        self.preview.close()
+        super()._teardown()
 
 
 class TransmissionWidget(_Panel):

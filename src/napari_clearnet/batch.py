@@ -34,7 +34,7 @@ import numpy as np
 
 from . import io
 from ._validate import check_number, json_text
-from .engine import METHODS, Dehazer, check_sky_protection, load_model, pick_device
+from .engine import METHODS, Dehazer, check_sky_protection, check_strength, load_model, pick_device
 
 __all__ = [
     "FORMATS",
@@ -85,6 +85,7 @@ class BatchOptions:
     channel_axis: int | str | None = "auto"
     #: (low, high) pixel values that map to black and white (None: decided per image)
     value_range: tuple[float, float] | None = None
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -96,6 +97,7 @@ class BatchOptions:
                 self.quality = check_number(self.quality, "--quality", "[1, 100]", integer=True)
             if self.value_range is not None:
                 self.value_range = io.check_value_range(self.value_range, "--value-range")
+            check_strength(self.strength, "--strength")
         except ValueError as exc:
             raise BatchError(str(exc)) from None
         ca = self.channel_axis
@@ -506,7 +508,7 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
             f"{layout.n_frames} frames (shape {arr.shape}); a stack is written as one TIFF: add --format tif"
         )
     result = dehazer.dehaze(arr, channel_axis=layout.channel_axis, value_range=opts.value_range,
-                            sky_protection=opts.sky_protection)
+                            sky_protection=opts.sky_protection, strength=opts.strength)
     image = result.image
     if layout.channel_axis is not None and layout.channel_axis != arr.ndim - 1:
         image = np.moveaxis(image, layout.channel_axis, -1)  # files hold channels last

@@ -91,6 +91,9 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sky-protection", type=float, default=0.0, metavar="K",
                    help="keep regions within K of the airlight (bright sky, dense fog) from turning into "
                         "rings and noise: 0 = off (default), 0.1-0.2 typical")
+    p.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="how much of the estimated haze to remove: 1 = the model's estimate (default), "
+                        "0 = none, 0.5 = half the optical depth, >1 = more (up to 3)")
     p.add_argument("--save-transmission", action="store_true", help="also write <stem>_transmission.png")
     p.add_argument("--save-airlight", action="store_true",
                    help="also write <stem>_airlight.json with A and provenance")
@@ -125,6 +128,7 @@ def _run_dehaze(args: argparse.Namespace) -> int:
             skip_existing=args.skip_existing, save_transmission=args.save_transmission,
             save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
             channel_axis=args.channel_axis, value_range=args.value_range,
+            strength=args.strength,
         )
         report = dehaze_files(args.inputs, args.output, opts, progress=False if args.no_progress else None)
     except BatchError as exc:

@@ -222,16 +222,19 @@ class Dehazer:
         with_raw: bool = False,
         out: tuple[np.ndarray, np.ndarray] | None = None,
         scale: float | None = None,
+        strength: float = 1.0,
     ) -> FrameResult:
         """Dehaze one float32 (H, W, 3) frame in [0, 1].
 
         ``sky_protection`` K raises t where the frame is within K of A (see
         :func:`physics.sky_tolerance`). ``out`` = (J (H, W, 3), t (H, W)) float32 arrays to write
         into instead of new ones, which saves a full-size copy on huge images. ``scale`` replaces
-        ClearNet's predicted haze amount s (ignored by the DCP).
+        ClearNet's predicted haze amount s (ignored by the DCP); ``strength`` scales the estimated
+        haze (see :func:`physics.apply_strength`).
         """
         check_sky_protection(sky_protection)
         t0 = check_t0(t0)
+        check_strength(strength)
         x = self._to_device(frame)
         a_in = None
         if airlight is not None:
@@ -240,12 +243,12 @@ class Dehazer:
         if self.method == "dcp":
             t_small, a, t_raw = self.estimate_frame(x, a_in, t0)
             low = None
-            t_small = physics.sky_tolerance(t_small, x, a, sky_protection)
+            t_small = physics.sky_tolerance(physics.apply_strength(t_small, strength), x, a, sky_protection)
         else:
             low = self._low(x)
             s_in = None if scale is None else torch.tensor([float(scale)], device=self.device)
             t_small, a, t_raw, s_out = self._network(low, a_in, s_in)
-            t_small = physics.sky_tolerance(t_small, low, a, sky_protection)
+            t_small = physics.sky_tolerance(physics.apply_strength(t_small, strength), low, a, sky_protection)
             s = float(s_out[0])
         res = self._full_resolution(x, low, t_small, a, t_raw, t0, strip_pixels, with_raw, out)
         res.scale = s
@@ -323,6 +326,7 @@ class Dehazer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         out: tuple[np.ndarray, np.ndarray] | None = None,
         sky_protection: float = 0.0,
+        strength: float = 1.0,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         """Yield ``(index, n_frames, FrameResult)`` frame by frame; frames of lazy (dask) arrays
         are read when their batch comes, never all at once. ``temporal_smoothing`` in [0, 1)
@@ -341,6 +345,7 @@ class Dehazer:
         strip_pixels = check_number(strip_pixels, "strip_pixels", "[1, inf)", integer=True)
         t0 = check_t0(t0)
         check_sky_protection(sky_protection)
+        check_strength(strength)
         # one range for the whole array (every frame, alpha excluded): a stack never gets two scales
         scaler = io.FrameScaler(image, layout, value_range)
         arr = image
@@ -355,7 +360,8 @@ class Dehazer:
         k = max(1, min(int(batch_size), BATCH_PIXELS // max(1, layout.height * layout.width)))
         if self.method == "dcp":
             k = 1  # the DCP works at full resolution: nothing to batch
-        kw = {"t0": t0, "strip_pixels": strip_pixels, "with_raw": with_raw, "sky_protection": sky_protection}
+        kw = {"t0": t0, "strip_pixels": strip_pixels, "with_raw": with_raw, "sky_protection": sky_protection,
+              "strength": strength}
         for start in range(0, n, k):
             idx = range(start, min(n, start + k))
             rgbs = [frame_rgb(f, layout.channels) for f in scaler.scale([frames[i] for i in idx], idx[0])]
@@ -418,6 +424,7 @@ class Dehazer:
                 s_t = torch.as_tensor(s_use, dtype=torch.float32, device=self.device)
                 t2, a2, raw2, s2 = self._network(lows[redo], a_t, s_t)
                 t_b[redo], a_b[redo], raw_b[redo], s_b[redo] = t2, a2, raw2, s2
+        t_b = physics.apply_strength(t_b, kw["strength"])
         t_b = physics.sky_tolerance(t_b, lows, a_b, kw["sky_protection"])
         for j in range(m):
             s = slice(j, j + 1)
@@ -459,6 +466,7 @@ class Dehazer:
         progress: Callable[[int, int], None] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         sky_protection: float = 0.0,
+        strength: float = 1.0,
     ) -> DehazeResult:
         """Dehaze an image or a stack; see :func:`napari_clearnet.dehaze`."""
         start = time.perf_counter()
@@ -475,7 +483,7 @@ class Dehazer:
         for i, total, res in self.iter_frames(
             image, channel_axis=layout.channel_axis, value_range=value_range, airlight=airlight,
             t0=t0, temporal_smoothing=temporal_smoothing, strip_pixels=strip_pixels, with_raw=with_raw,
-            batch_size=batch_size, out=(j, t), sky_protection=sky_protection,
+            batch_size=batch_size, out=(j, t), sky_protection=sky_protection, strength=strength,
         ):
             a[i] = res.airlight  # J and t were written into j[i] and t[i]
             if raw is not None and res.transmission_raw is not None:
@@ -492,6 +500,7 @@ class Dehazer:
                 seconds=time.perf_counter() - start, t0=self.t0 if t0 is None else t0,
                 airlight_override=None if airlight is None else [float(v) for v in _check_airlight(airlight)],
                 temporal_smoothing=temporal_smoothing, sky_protection=sky_protection,
+                strength=float(strength),
             ),
             transmission_raw=None if raw is None else raw.reshape((*fs, h, w)),
         )
@@ -536,6 +545,23 @@ def _smoothed(
     a = a_fixed if a_fixed is not None else smoothing * a_prev + (1 - smoothing) * a_now
     s = None if s_now is None or s_prev is None else smoothing * s_prev + (1 - smoothing) * s_now
     return a, s
+
+
+#: the largest haze strength accepted (3 = three times the estimated optical depth)
+MAX_STRENGTH = 3.0
+
+
+def check_strength(strength: float, name: str = "strength") -> None:
+    """Refuse a haze strength outside [0, MAX_STRENGTH] (0 = no change, 1 = as estimated)."""
+    try:
+        ok = 0.0 <= float(strength) <= MAX_STRENGTH
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name} must be a number in [0, {MAX_STRENGTH:g}] (0 = no change, 1 = the model's "
+            f"estimate, >1 = more), got {strength!r}"
+        )
 
 
 def check_sky_protection(k: float, name: str = "sky_protection") -> None:
@@ -661,6 +687,7 @@ def dehaze(
     strip_pixels: int = DEFAULT_STRIP_PIXELS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     sky_protection: float = 0.0,
+    strength: float = 1.0,
 ) -> DehazeResult:
     """Remove haze from an image or a stack of frames.
 
@@ -674,7 +701,9 @@ def dehaze(
     full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
     stack share one network forward. ``sky_protection`` K (0 = off, 0.1–0.2 typical) keeps
     regions within K of the airlight (bright skies, dense fog) from being over-amplified into
-    rings and noise, at the price of leaving more haze there.
+    rings and noise, at the price of leaving more haze there. ``strength`` scales the estimated
+    haze amount (the optical depth −ln t): 1 = the model's estimate, 0 = no change, >1 = more,
+    like a photo editor's dehaze slider.
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -690,5 +719,5 @@ def dehaze(
     return dehazer.dehaze(
         image, channel_axis=channel_axis, value_range=value_range, airlight=airlight, t0=t0,
         temporal_smoothing=temporal_smoothing, with_raw=with_raw, progress=progress,
-        strip_pixels=strip_pixels, batch_size=batch_size, sky_protection=sky_protection,
+        strip_pixels=strip_pixels, batch_size=batch_size, sky_protection=sky_protection, strength=strength,
     )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "airlight_top_dark",
+    "apply_strength",
     "box_filter",
     "dark_channel",
     "fast_guided_coefficients",
@@ -123,6 +124,16 @@ def transmission_from_dark(
     """Raw DCP transmission ``t = 1 - omega * dark(I / A)``; ``omega < 1`` keeps a trace of haze."""
     a = airlight.reshape(-1, image.shape[1], 1, 1).to(image).clamp(min=1e-3)
     return (1.0 - omega * dark_channel(image / a, patch)).clamp(0.0, 1.0)
+
+
+def apply_strength(t: torch.Tensor, strength: float) -> torch.Tensor:
+    """Scale the haze amount: the optical depth −ln t times ``strength``, i.e. ``t ** strength``
+    (0 = no haze removed, t = 1; 1 = unchanged; >1 = more haze removed)."""
+    if strength == 1.0:
+        return t
+    if strength == 0.0:
+        return torch.ones_like(t)
+    return t.clamp(min=1e-6).pow(float(strength))
 
 
 def sky_tolerance(
