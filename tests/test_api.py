@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import napari_clearnet
-from napari_clearnet import engine, load_model
+from napari_clearnet import engine, load_model, physics
 from napari_clearnet.weights import DEFAULT_MODEL, bundled_dir, get_entry, sha256_file
 
 METHODS = ("clearnet", "dcp")
@@ -154,17 +155,34 @@ def _sky_scene() -> np.ndarray:
 @pytest.mark.parametrize("method", METHODS)
 def test_sky_protection_keeps_skies_and_leaves_the_rest(method: str) -> None:
     x = _sky_scene()
-    plain, off = _dehaze(x, method), _dehaze(x, method, sky_protection=0.0)
-    np.testing.assert_array_equal(plain.image, off.image)  # 0 = off, exactly
+    off = _dehaze(x, method, sky_protection=0.0)
+    default = _dehaze(x, method)
+    # each method's default: ClearNet protects flat skies, the classic DCP does not
+    assert default.provenance["sky_protection"] == engine.DEFAULT_SKY_PROTECTION[method]
+    if engine.DEFAULT_SKY_PROTECTION[method] == 0:
+        np.testing.assert_array_equal(default.image, off.image)  # 0 = off, exactly
     kept = _dehaze(x, method, sky_protection=0.2)
     sky, ground = (slice(2, 20), slice(None)), (slice(36, 48), slice(None))
-    assert kept.transmission[sky].mean() > plain.transmission[sky].mean() + 0.1
+    assert kept.transmission[sky].mean() > off.transmission[sky].mean() + 0.1
     # the sky's gradient is amplified less (no rings), the ground keeps most of its dehazing
-    assert np.ptp(kept.image[sky].mean(-1), 1).mean() < np.ptp(plain.image[sky].mean(-1), 1).mean()
+    assert np.ptp(kept.image[sky].mean(-1), 1).mean() < np.ptp(off.image[sky].mean(-1), 1).mean()
     assert kept.image[ground].std() > x[ground].std()
     assert kept.provenance["sky_protection"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match=r"sky_protection must be in \[0, 1\].*got 1.5"):
         _dehaze(x, method, sky_protection=1.5)
+
+
+def test_sky_protection_spares_textured_regions_close_to_the_airlight() -> None:
+    """The flatness gate: a flat bright region is protected, an equally bright textured one (a
+    lit wall, fog over a street) is dehazed as without protection."""
+    t = torch.full((1, 1, 40, 80), 0.2)
+    img = torch.full((1, 3, 40, 80), 0.85)
+    img[..., 40:] += 0.08 * (torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(0)) - 0.5)
+    a = torch.tensor([[0.86, 0.86, 0.86]])
+    out = physics.sky_tolerance(t, img, a, 0.2, smooth=engine.SKY_SMOOTH)
+    assert out[..., 5:35, 5:35].min() > 0.9  # flat: protected
+    assert out[..., 5:35, 45:75].mean() < 0.3  # textured: left as estimated
+    np.testing.assert_array_equal(physics.sky_tolerance(t, img, a, 0.0, smooth=0.02), t)
 
 
 def test_sky_protection_batched_stack_equals_frame_by_frame() -> None:

@@ -94,7 +94,7 @@ def test_sky_protection_option(tmp_path: Path, capsys) -> None:
     photo = 0.85 * 0.6 + 0.4 * rng.random((32, 48, 3))  # hazy ground ...
     photo[:12] = 0.85 + np.linspace(-0.03, 0.03, 48)[None, :, None]  # ... under a bright sky
     io.write_image(tmp_path / "sky.png", photo)
-    assert run(tmp_path / "sky.png", "-o", tmp_path / "plain") == 0
+    assert run(tmp_path / "sky.png", "-o", tmp_path / "plain", "--sky-protection", "0") == 0
     kept_dir = tmp_path / "kept"
     assert run(tmp_path / "sky.png", "-o", kept_dir, "--sky-protection", "0.3", "--save-airlight") == 0
     data = json.loads((tmp_path / "kept" / "sky_airlight.json").read_text())

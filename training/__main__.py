@@ -54,6 +54,8 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                         "(default): both where training/splits lists the set, else all")
     p.add_argument("--ids-file", metavar="F", help="only these IDs of a single --pairs folder (one per line)")
     p.add_argument("--no-prior", action="store_true", help="leave out the untrained-prior column")
+    p.add_argument("--sky-protection", type=float, metavar="K",
+                   help="ClearNet's sky protection for the prior and the models (default: the engine's)")
     p.add_argument("--splits-dir", metavar="DIR",
                    help="where <set>-val.txt and <set>-heldout.txt live (default training/splits)")
     p.add_argument("--out", metavar="DIR", help="write scores.md, scores.csv, scores.json and grids here")
@@ -147,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 
         table = evaluate(args.pairs, args.model, split=args.split, ids_file=args.ids_file,
                          out_dir=args.out, n_grid=args.grid, device=args.device,
-                         with_prior=not args.no_prior, **_splits(args))
+                         with_prior=not args.no_prior, sky_protection=args.sky_protection, **_splits(args))
         print(markdown_table(table), end="")
     elif args.command == "photos":
         from .photos import photos

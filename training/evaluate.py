@@ -106,11 +106,14 @@ def load_pairs(pairs: Sequence[Pair]) -> list[LoadedPair]:
     return out
 
 
-def score(dehazer: engine.Dehazer | None, pairs: Sequence[LoadedPair]) -> tuple[list[dict], list[np.ndarray]]:
-    """PSNR/SSIM of ``dehazer`` (``None``: the hazy input itself) per pair, and the outputs."""
+def score(
+    dehazer: engine.Dehazer | None, pairs: Sequence[LoadedPair], **settings: float | None
+) -> tuple[list[dict], list[np.ndarray]]:
+    """PSNR/SSIM of ``dehazer`` (``None``: the hazy input itself) per pair, and the outputs;
+    ``settings`` go to :meth:`Dehazer.run_frame` (e.g. ``sky_protection``)."""
     rows, outputs = [], []
     for p in pairs:
-        j = p.hazy if dehazer is None else dehazer.run_frame(p.hazy).image
+        j = p.hazy if dehazer is None else dehazer.run_frame(p.hazy, **settings).image
         rows.append({"id": p.id, "psnr": metrics.psnr(j, p.gt), "ssim": metrics.ssim(j, p.gt)})
         outputs.append(j)
     return rows, outputs
@@ -171,9 +174,11 @@ def evaluate(
     device: str = "auto",
     with_prior: bool = True,
     splits_dir: str | Path = SPLITS_DIR,
+    sky_protection: float | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Score each model, the untrained prior, the classic DCP and the hazy input on every
-    split of every paired folder; write the report to ``out_dir``.
+    split of every paired folder; write the report to ``out_dir``. ``sky_protection`` replaces
+    ClearNet's default for the prior and the models (the classic DCP never has it).
 
     Returns ``{row label: {method: (mean PSNR, mean SSIM)}}``.
     """
@@ -190,7 +195,8 @@ def evaluate(
         k = min(n_grid, len(pairs))
         cols = [[p.hazy for p in pairs[:k]]]
         for name, dehazer in methods.items():
-            scores, outputs = score(dehazer, pairs)
+            kw = {} if dehazer is None or dehazer.method == "dcp" else {"sky_protection": sky_protection}
+            scores, outputs = score(dehazer, pairs, **kw)
             table[row.label][name] = mean_scores(scores)
             per_image += [{"set": row.set, "split": row.split, "method": name, **s} for s in scores]
             if dehazer is not None:

@@ -60,7 +60,8 @@ class Settings:
     t0: float | None = None
     airlight: tuple[float, float, float] | None = None
     temporal_smoothing: float = 0.0
-    sky_protection: float = 0.0
+    #: None: the method's default (engine.DEFAULT_SKY_PROTECTION)
+    sky_protection: float | None = None
     strength: float = 1.0
 
     def __post_init__(self) -> None:
@@ -222,7 +223,7 @@ def run_layer(
             t0=dehazer.t0 if settings.t0 is None else settings.t0,
             airlight_override=None if settings.airlight is None else list(settings.airlight),
             temporal_smoothing=settings.temporal_smoothing,
-            sky_protection=settings.sky_protection,
+            sky_protection=dehazer.resolve_sky(settings.sky_protection),
             strength=settings.strength,
             source_layer=layer.name,
         ),
@@ -325,7 +326,7 @@ def dehaze_layer(
     airlight: Sequence[float] | None = None,
     temporal_smoothing: float = 0.0,
     outputs: Iterable[str] = ("dehazed",),
-    sky_protection: float = 0.0,
+    sky_protection: float | None = None,
     strength: float = 1.0,
 ) -> list[Layer]:
     """Dehaze one Image layer (by object or name) in ``viewer`` and add the chosen ``outputs``

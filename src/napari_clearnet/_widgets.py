@@ -38,6 +38,7 @@ from ._napari_commands import (
     run_layer,
 )
 from ._preview import LivePreview
+from .engine import DEFAULT_SKY_PROTECTION
 
 __all__ = ["AirlightWidget", "CompareWidget", "DehazeWidget", "TransmissionWidget", "grid_of"]
 
@@ -252,9 +253,11 @@ class DehazeWidget(_Panel):
         self.smoothing = _spin("temporal smoothing", 0.0, 0.0, 0.95, 0.05,
                                tooltip="stacks: blend each frame's A and haze amount with the previous "
                                        "frame's (no flicker)")
-        self.sky = _spin("sky protection", 0.0, 0.0, 0.5, 0.05,
-                         tooltip="keep regions close to A (bright sky, dense fog) from turning into "
-                                 "rings and noise; 0 = off, 0.1-0.2 typical (leaves more haze there)")
+        self.sky = _spin("sky protection", DEFAULT_SKY_PROTECTION[self.method.value], 0.0, 1.0, 0.05,
+                         tooltip="keep flat regions close to A (bright sky, dense fog) from turning into "
+                                 "rings, blotches and noise; 0 = off (leaves more haze there when on)")
+        # each method's own default (ClearNet protects skies, the classic DCP does not)
+        self.method.changed.connect(lambda m: setattr(self.sky, "value", DEFAULT_SKY_PROTECTION[m]))
         self.add_t = CheckBox(text="add transmission map", value=False)
         self.add_a = CheckBox(text="add airlight sources", value=False)
         self.extend([self.strength, self.live, self.t0, self.override,

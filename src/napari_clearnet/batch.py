@@ -78,7 +78,8 @@ class BatchOptions:
     skip_existing: bool = False
     save_transmission: bool = False
     save_airlight: bool = False
-    sky_protection: float = 0.0
+    #: None: the method's default (engine.DEFAULT_SKY_PROTECTION)
+    sky_protection: float | None = None
     #: JPEG/WebP quality 1-100 (None: JPEG 95, WebP lossless)
     quality: int | None = None
     #: how to read each image's array (see :func:`io.describe_layout`)
@@ -91,7 +92,8 @@ class BatchOptions:
         if self.method not in METHODS:
             raise BatchError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         try:
-            check_sky_protection(self.sky_protection, "--sky-protection")
+            if self.sky_protection is not None:
+                check_sky_protection(self.sky_protection, "--sky-protection")
             pick_device(self.device)
             if self.quality is not None:
                 self.quality = check_number(self.quality, "--quality", "[1, 100]", integer=True)

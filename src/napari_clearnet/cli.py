@@ -88,9 +88,9 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="NAME_OR_PATH", default=None,
                    help="registry name, .safetensors path or hf://ORG/REPO/FILE (default: bundled model)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--sky-protection", type=float, default=0.0, metavar="K",
-                   help="keep regions within K of the airlight (bright sky, dense fog) from turning into "
-                        "rings and noise: 0 = off (default), 0.1-0.2 typical")
+    p.add_argument("--sky-protection", type=float, default=None, metavar="K",
+                   help="keep flat regions within K of the airlight (bright sky, dense fog) from turning "
+                        "into rings, blotches and noise: 0 = off; default 0.2 for ClearNet, off for the DCP")
     p.add_argument("--strength", type=float, default=1.0, metavar="S",
                    help="how much of the estimated haze to remove: 1 = the model's estimate (default), "
                         "0 = none, 0.5 = half the optical depth, >1 = more (up to 3)")

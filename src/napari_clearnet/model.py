@@ -56,7 +56,7 @@ class ClearNetConfig:
     t_min: float = 0.02  # lower bound of predicted t
     max_log_scale: float = 1.5  # |ln s| bound of the per-image haze amount
     max_residual: float = 1.0  # |r| bound of the per-pixel depth correction (log domain)
-    airlight_range: float = 0.15  # |ΔA| bound of the airlight correction
+    airlight_range: float = 0.25  # |ΔA| bound of the airlight correction (real haze's A: often 0.1-0.2 lower)
     upsample_radius: int = 4  # fast guided upsampling radius at working resolution
     upsample_eps: float = 1e-3
     #: layout of the weights: 2 since the per-image head also reads image statistics

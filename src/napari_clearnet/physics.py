@@ -137,15 +137,26 @@ def apply_strength(t: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def sky_tolerance(
-    t: torch.Tensor, image: torch.Tensor, airlight: torch.Tensor, k: float
+    t: torch.Tensor, image: torch.Tensor, airlight: torch.Tensor, k: float, smooth: float = 0.0
 ) -> torch.Tensor:
-    """Raise t where the image is close to A (sky, white walls), where the dark-channel
-    assumption fails and plain DCP over-amplifies: ``t = min(max(k / |I - A|, 1) * t, 1)``."""
+    """Raise t where the image is close to A (sky, dense fog), where the dark-channel
+    assumption fails and dehazing only amplifies noise, banding and colour errors:
+    ``t = min(max(k / |I - A|, 1) * t, 1)``.
+
+    With ``smooth`` σ > 0 the protection applies only where the image is locally flat: it fades
+    out as the luma's standard deviation over a 7×7 window grows to σ, so textured regions close
+    to A (a lit wall, fog over a street) are still dehazed while flat skies are kept."""
     if k <= 0:
         return t
     a = airlight.reshape(-1, image.shape[1], 1, 1).to(image)
     dist = (image - a).abs().amax(1, keepdim=True).clamp(min=1e-3)
-    return (t * (k / dist).clamp(min=1.0)).clamp(max=1.0)
+    kk: torch.Tensor | float = k
+    if smooth > 0:
+        g = gray(image)
+        mean = box_filter(g, 3)
+        std = (box_filter(g * g, 3) - mean * mean).clamp(min=0.0).sqrt()
+        kk = k * (1.0 - std / smooth).clamp(0.0, 1.0)
+    return (t * (kk / dist).clamp(min=1.0)).clamp(max=1.0)
 
 
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
