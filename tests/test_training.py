@@ -220,12 +220,17 @@ def test_photos_sky_check_and_sheet(full_run: Path, tmp_path: Path) -> None:
                           0.3 + 0.4 * rng.random((60, 90, 3))])
     io.write_image(tmp_path / "photos" / "with_sky.png", sky)
     io.write_image(tmp_path / "photos" / "no_sky.png", 0.3 + 0.4 * rng.random((80, 90, 3)))
+    fog = np.full((80, 90, 3), 0.85) + rng.random((80, 90, 3)) * 0.004
+    io.write_image(tmp_path / "photos" / "all_fog.png", fog)
     rc = training_main(["photos", "--images", str(tmp_path / "photos"), "--model", str(w), "--out",
                         str(tmp_path / "pv"), "--sheet", str(tmp_path / "sheet.jpg"), "--sheet-photos",
                         "no_sky", "with_sky.png", "--device", "cpu"])
     assert rc == 0
     rec = json.loads((tmp_path / "pv" / "scores.json").read_text())
-    assert {r["photo"] for r in rec["photos"]} == {"photos/with_sky.png"}  # only photos with sky
+    judged = {r["photo"] for r in rec["photos"] if r["judged"]}
+    assert judged == {"photos/with_sky.png"}  # only photos with sky
+    # haze filling the whole frame is listed with its numbers but not judged as a sky
+    assert {r["photo"] for r in rec["photos"] if not r["judged"]} == {"photos/all_fog.png"}
     assert set(rec["summary"]) == {"DCP (classic)", "ClearNet (m)"}
     assert "| photos/with_sky.png |" in (tmp_path / "pv" / "scores.md").read_text()
     sheet = io.read_image(tmp_path / "sheet.jpg")
