@@ -22,23 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import hazy_rgb, sky_scene
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden.json"
 #: values sampled at fixed positions, so a difference on another kind of CPU can be judged
 N_PROBES = 16
-
-
-def _hazy(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    clean = rng.random((h, w, 3)).astype(np.float32) * 0.8
-    t = np.linspace(0.2, 0.9, h, dtype=np.float32)[:, None, None]
-    return (clean * t + 0.85 * (1 - t)).astype(np.float32)
-
-
-def _sky() -> np.ndarray:
-    x = _hazy(48, 64)
-    x[:24] = 0.85 + np.linspace(-0.03, 0.03, 64, dtype=np.float32)[None, :, None]
-    return x
 
 
 def _motorcycle() -> np.ndarray:
@@ -54,20 +42,20 @@ def _clip() -> np.ndarray:
 
 
 def _grey16() -> np.ndarray:
-    return np.round(_hazy(36, 50, 3).mean(-1) * 65535).astype(np.uint16)
+    return np.round(hazy_rgb(36, 50, 3).mean(-1) * 65535).astype(np.uint16)
 
 
 #: name -> (image maker, dehaze keyword arguments); every case runs with both methods
 CASES: dict[str, tuple[Callable[[], np.ndarray], dict[str, Any]]] = {
-    "small": (_hazy, {}),
+    "small": (hazy_rgb, {}),
     "motorcycle": (_motorcycle, {}),
     "motorcycle-strips": (_motorcycle, {"strip_pixels": 40_000}),
     "clip-smoothed-batched": (_clip, {"temporal_smoothing": 0.6, "batch_size": 3}),
     "clip-smoothed-frame-by-frame": (_clip, {"temporal_smoothing": 0.6, "batch_size": 1}),
-    "sky-protection": (_sky, {"sky_protection": 0.2}),
-    "strength-0.6": (_hazy, {"strength": 0.6}),
-    "strength-1.7-sky": (_sky, {"strength": 1.7, "sky_protection": 0.1}),
-    "fixed-airlight-t0": (_hazy, {"airlight": (0.8, 0.85, 0.9), "t0": 0.2}),
+    "sky-protection": (sky_scene, {"sky_protection": 0.2}),
+    "strength-0.6": (hazy_rgb, {"strength": 0.6}),
+    "strength-1.7-sky": (sky_scene, {"strength": 1.7, "sky_protection": 0.1}),
+    "fixed-airlight-t0": (hazy_rgb, {"airlight": (0.8, 0.85, 0.9), "t0": 0.2}),
     "grey-uint16": (_grey16, {}),
 }
 METHODS = ("clearnet", "dcp")
