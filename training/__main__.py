@@ -23,8 +23,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per rank)")
     p.add_argument("--resume", metavar="CKPT",
                    help="continue exactly from a checkpoint (or a run folder's last.pt)")
-    p.add_argument("--val-pairs", metavar="DIR", help="paired folder (hazy/ + gt/) for validation PSNR/SSIM")
-    p.add_argument("--val-ids-file", metavar="F", help="only these IDs of --val-pairs (one per line)")
+    p.add_argument("--val-pairs", nargs="+", metavar="DIR",
+                   help="paired folders (hazy/ + gt/): their validation splits (training/splits/"
+                        "<name>-val.txt, else all pairs) choose the checkpoint by mean PSNR over sets")
+    p.add_argument("--val-ids-file", metavar="F", help="only these IDs of a single --val-pairs folder")
+    p.add_argument("--splits-dir", metavar="DIR",
+                   help="where the <set>-val.txt lists live (default training/splits)")
     p.add_argument("--seed", type=int, help="override optim.seed")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="pause after STEP (the LR schedule still spans max_steps); continue with --resume")
@@ -50,6 +54,8 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                         "(default): both where training/splits lists the set, else all")
     p.add_argument("--ids-file", metavar="F", help="only these IDs of a single --pairs folder (one per line)")
     p.add_argument("--no-prior", action="store_true", help="leave out the untrained-prior column")
+    p.add_argument("--splits-dir", metavar="DIR",
+                   help="where <set>-val.txt and <set>-heldout.txt live (default training/splits)")
     p.add_argument("--out", metavar="DIR", help="write scores.md, scores.csv, scores.json and grids here")
     p.add_argument("--grid", type=int, default=4, help="images per set in the comparison grids (default 4)")
     p.add_argument("--device", default="auto")
@@ -113,6 +119,10 @@ def _run_reporting(args: argparse.Namespace) -> int:
         return 2
 
 
+def _splits(args: argparse.Namespace) -> dict:
+    return {} if args.splits_dir is None else {"splits_dir": args.splits_dir}
+
+
 def _run(args: argparse.Namespace) -> int:
     """One subcommand; errors propagate to :func:`main`, which prints them on one line."""
     if args.command == "train":
@@ -122,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
         rec = train(load_config(args.config), TrainOptions(
             data=args.data, out=args.out, max_steps=args.max_steps, device=args.device,
             resume=args.resume, val_pairs=args.val_pairs, val_ids_file=args.val_ids_file,
+            splits_dir=args.splits_dir,
             seed=args.seed, stop_at=args.stop_at, progress=not args.no_progress,
             overwrite=args.overwrite,
         ))
@@ -134,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
 
         table = evaluate(args.pairs, args.model, split=args.split, ids_file=args.ids_file,
                          out_dir=args.out, n_grid=args.grid, device=args.device,
-                         with_prior=not args.no_prior)
+                         with_prior=not args.no_prior, **_splits(args))
         print(markdown_table(table), end="")
     elif args.command == "photos":
         from .photos import photos

@@ -15,7 +15,7 @@ from typing import Any
 from napari_clearnet._validate import MODEL_RANGES, check_config
 from napari_clearnet.model import ClearNetConfig
 
-from .losses import LossWeights
+from .losses import DEPTH_SOURCES, LossWeights
 
 __all__ = ["DataSettings", "OptimSettings", "PseudoSettings", "TrainConfig", "load_config"]
 
@@ -26,9 +26,10 @@ RANGES: dict[str, dict[str, str]] = {
     "loss": {
         "pseudo_depth": "[0, inf)", "pseudo_airlight": "[0, inf)", "level": "[0, inf)",
         "dark_channel": "[0, inf)", "color_constancy": "[0, inf)", "tv": "[0, inf)", "exposure": "[0, inf)",
-        "dark_patch": "[1, 255]", "exposure_floor": "[0, 1]",
+        "dark_patch": "[1, 255]", "exposure_floor": "[0, 1]", "level_target": "[0.05, 20]",
     },
-    "pseudo": {"t_mean_range": "(0, 1]", "grey_range": "[0, 1]", "tint": "[0, 1]", "j0_omega": "(0, 1]"},
+    "pseudo": {"t_mean_range": "(0, 1]", "grey_range": "[0, 1]", "tint": "[0, 1]", "j0_omega": "(0, 1]",
+               "warm_tint": "[0, 1]", "depth_mix": "[0, inf)"},
     "data": {"val_fraction": "[0, 1)", "crop_range": "(0, 1]", "crop_size": "[8, 8192]",
              "num_workers": "[0, 256]", "val_crops": "[1, 100000]"},
     "optim": {
@@ -60,6 +61,17 @@ class PseudoSettings:
     tint: float = 0.05
     #: ω of the dehazing that makes J0 (None: the model prior's own ω); see make_pseudo_pairs
     j0_omega: float | None = None
+    #: weights of the relative-depth sources (None: the prior's depth only); see make_pseudo_pairs
+    depth_mix: dict[str, float] | None = None
+    #: ± warm/cool shift of A′ (red against blue)
+    warm_tint: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.depth_mix is not None:
+            unknown = sorted(set(self.depth_mix) - set(DEPTH_SOURCES))
+            if unknown or not any(v > 0 for v in self.depth_mix.values()):
+                raise ValueError(f"pseudo.depth_mix needs weights (>= 0, one > 0) of {list(DEPTH_SOURCES)}, "
+                                 f"got {dict(self.depth_mix)}")
 
 
 @dataclass
@@ -140,7 +152,8 @@ class TrainConfig:
         validation draw their pairs the same way)."""
         p = self.pseudo
         return {"t_min": self.model.t_min, "t0": self.model.t0, "t_mean_range": p.t_mean_range,
-                "grey_range": p.grey_range, "tint": p.tint, "j0_gain": self.j0_gain}
+                "grey_range": p.grey_range, "tint": p.tint, "j0_gain": self.j0_gain,
+                "depth_mix": p.depth_mix, "warm_tint": p.warm_tint}
 
     def to_dict(self) -> dict[str, Any]:
         return {

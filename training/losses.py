@@ -15,6 +15,7 @@ Every weight is applied exactly once, in :meth:`Objective.total`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -99,6 +100,8 @@ def make_pseudo_pairs(
     t_min: float = 0.02,
     t0: float = 0.1,
     j0_gain: float = 1.0,
+    depth_mix: dict[str, float] | None = None,
+    warm_tint: float = 0.0,
 ) -> PseudoPairs:
     """Re-haze real hazy crops with a known transmission and airlight (no gradient).
 
@@ -111,6 +114,15 @@ def make_pseudo_pairs(
     prior's ω < 1, J0 keeps part of the haze, and the pseudo-pairs then teach that hazier photos
     need *less* dehazing than the prior gives, the opposite of what paired data shows; a gain of
     1/ω removes the prior's full estimate, so J0 obeys the dark-channel assumption.
+
+    ``depth_mix`` draws each image's relative depth from several sources, with these weights
+    (default: the prior's depth only): ``prior`` (d above), ``uniform`` (haze of equal density
+    everywhere, as a haze machine fills a room), ``field`` (a smooth random density, as real haze
+    drifts), ``prior_uniform`` (the prior's depth plus a uniform veil) and ``prior_field`` (the
+    prior's depth modulated by a smooth random field). Haze that does not follow the prior's
+    depth teaches the network to read haze from what haze does to an image (lifted blacks, lost
+    contrast, colours pulled towards A), not from the dark channel alone. ``warm_tint`` adds a
+    warm/cool shift (±, red against blue) to A′, as indoor lamps and low sun give.
     """
     b = hazy.shape[0]
     dev = hazy.device
@@ -123,12 +135,55 @@ def make_pseudo_pairs(
     def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(*shape, generator=generator, device="cpu").to(dev)
 
+    if depth_mix:
+        d = _mixed_depth(d, depth_mix, generator)
+
     t_mean = uniform(*t_mean_range, b)
     beta = _solve_beta(d, t_mean, t_min)
     t_new = torch.exp(-beta.reshape(-1, 1, 1, 1) * d).clamp(t_min, 1.0)
-    a_new = (uniform(*grey_range, b, 1) + uniform(-tint, tint, b, 3)).clamp(0.05, 1.0)
+    a_new = uniform(*grey_range, b, 1) + uniform(-tint, tint, b, 3)
+    if warm_tint > 0:
+        a_new = a_new + uniform(-warm_tint, warm_tint, b, 1) * a_new.new_tensor([[1.0, 0.0, -1.0]])
+    a_new = a_new.clamp(0.05, 1.0)
     rehazed = physics.haze(j0, t_new, a_new).clamp(0.0, 1.0)
     return PseudoPairs(rehazed, -torch.log(t_new), a_new, t_new.mean((1, 2, 3)))
+
+
+#: the relative-depth sources of :func:`make_pseudo_pairs`
+DEPTH_SOURCES = ("prior", "uniform", "field", "prior_uniform", "prior_field")
+
+
+def _smooth_field(shape: tuple[int, ...], generator: torch.Generator, dev: torch.device) -> torch.Tensor:
+    """(1, 1, h, w) smooth zero-mean unit-scale random field: a 2-5 cell grid of normals, bicubic."""
+    k = int(torch.randint(2, 6, (1,), generator=generator))
+    z = torch.randn(1, 1, k, k, generator=generator)
+    return F.interpolate(z, size=shape[-2:], mode="bicubic", align_corners=False).to(dev)
+
+
+def _mixed_depth(d: torch.Tensor, mix: dict[str, float], generator: torch.Generator) -> torch.Tensor:
+    """Per image, a relative depth (mean 1) from a source drawn with the weights in ``mix``."""
+    unknown = set(mix) - set(DEPTH_SOURCES)
+    if unknown:
+        raise ValueError(f"unknown depth sources {sorted(unknown)}; known: {list(DEPTH_SOURCES)}")
+    names = [k for k in DEPTH_SOURCES if mix.get(k, 0) > 0]
+    if not names:
+        raise ValueError("depth_mix needs at least one source with a positive weight")
+    w = torch.tensor([float(mix[k]) for k in names])
+    picks = torch.multinomial(w / w.sum(), d.shape[0], replacement=True, generator=generator)
+    out = []
+    for i, k in enumerate(picks.tolist()):
+        name, di = names[k], d[i : i + 1]
+        if name == "uniform":
+            di = torch.ones_like(di)
+        elif name == "field":
+            di = torch.exp(0.5 * _smooth_field(di.shape, generator, di.device))
+        elif name == "prior_uniform":
+            a = 0.2 + 0.6 * float(torch.rand(1, generator=generator))
+            di = a * di + (1 - a)
+        elif name == "prior_field":
+            di = di * torch.exp(0.4 * _smooth_field(di.shape, generator, di.device))
+        out.append(di / di.mean())
+    return torch.cat(out)
 
 
 def _mean_log_ratio(depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -144,6 +199,7 @@ def pseudo_pair_losses(
     pairs: PseudoPairs,
     centre: bool = False,
     t_prior: torch.Tensor | None = None,
+    level_target: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """L1 on optical depth (−ln t vs β′ d) and on A vs A′: zero iff the prediction is right.
 
@@ -156,13 +212,15 @@ def pseudo_pair_losses(
     Centring leaves the level free, so it can drift; with ``t_prior`` (the prior's transmission
     on the same inputs) a ``level`` term is returned too: (batch mean of ln(mean predicted depth /
     mean prior depth))², squared so its gradient fades at the optimum instead of adding ±1/B
-    noise to every image's haze amount; zero while the network keeps the prior's average haze level and moves
-    only single images and pixels around it.
+    noise to every image's haze amount; zero while the network keeps the prior's average haze
+    level and moves only single images and pixels around it. ``level_target`` moves that average
+    to a fraction of the prior's (0.8: a fifth less optical depth than the prior's ω gives).
     """
     depth = -torch.log(t_pred.float())
     out = {}
     if t_prior is not None:
-        out["level"] = _mean_log_ratio(depth, -torch.log(t_prior.float())).square()
+        ratio = _mean_log_ratio(depth, -torch.log(t_prior.float()))
+        out["level"] = (ratio - math.log(level_target)).square()
     if centre:
         depth = depth / torch.exp(_mean_log_ratio(depth, pairs.depth))
     out["pseudo_depth"] = (depth - pairs.depth).abs().mean()
@@ -178,6 +236,8 @@ class LossWeights:
     pseudo_airlight: float = 1.0
     #: keep the batch's mean haze level at the prior's (see :func:`pseudo_pair_losses`)
     level: float = 0.0
+    #: ... times this (the mean optical depth relative to the prior's)
+    level_target: float = 1.0
     dark_channel: float = 0.0
     color_constancy: float = 0.0
     tv: float = 0.0

@@ -30,8 +30,8 @@ from napari_clearnet._validate import json_text
 from napari_clearnet.model import ClearNet
 
 from .config import TrainConfig
-from .data import HazyCrops, StepSampler, find_hazy_images, find_pairs, read_ids_file, split_train_val
-from .evaluate import LoadedPair, load_pairs, mean_scores, score
+from .data import HazyCrops, StepSampler, find_hazy_images, find_pairs, split_train_val
+from .evaluate import SPLITS_DIR, LoadedPair, load_pairs, mean_scores, paired_splits, score
 from .losses import Objective, make_pseudo_pairs, pseudo_pair_losses
 
 __all__ = ["TrainOptions", "TrainingDiverged", "load_checkpoint", "train"]
@@ -55,8 +55,12 @@ class TrainOptions:
     max_steps: int | None = None
     device: str = "auto"
     resume: str | None = None
-    val_pairs: str | None = None
+    #: paired folders whose validation split (training/splits/<name>-val.txt) chooses checkpoints
+    val_pairs: list[str] | str | None = None
+    #: the IDs of a single --val-pairs folder instead of its committed split
     val_ids_file: str | None = None
+    #: where the split lists live (None: training/splits)
+    splits_dir: str | None = None
     seed: int | None = None
     stop_at: int | None = None  # pause after this step (schedule still spans max_steps)
     progress: bool = True
@@ -185,12 +189,31 @@ def _machine(device: torch.device, world: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- validation
+def load_val_pairs(
+    folders: list[str] | str | None, ids_file: str | None = None, splits_dir: str | Path | None = None
+) -> dict[str, list[LoadedPair]]:
+    """The validation pairs of each paired folder: its committed ``val`` split
+    (``training/splits/<name>-val.txt``), or all its pairs when no split is committed, or the IDs
+    of ``ids_file`` (one folder only). Held-out IDs are never loaded here."""
+    if not folders:
+        return {}
+    folders = [folders] if isinstance(folders, str | Path) else list(folders)
+    if ids_file is not None:
+        rows = paired_splits(folders, ids_file=ids_file)
+    else:
+        where = SPLITS_DIR if splits_dir is None else splits_dir
+        rows = [r for r in paired_splits(folders, "auto", splits_dir=where) if r.split in ("val", "all")]
+    return {r.set: load_pairs(find_pairs(r.folder, r.ids)) for r in rows}
+
+
 class Validator:
     """Both validation measures: the pseudo-pair loss on fixed crops of the held-out 30 % of the
-    hazy photos (unsupervised), and PSNR/SSIM on a paired set through the real engine."""
+    hazy photos (unsupervised), and PSNR/SSIM on paired validation sets through the real engine.
+    With several paired sets the measure is the mean over sets of each set's mean, so a set of
+    real haze weighs as much as a larger synthetic one."""
 
     def __init__(
-        self, cfg: TrainConfig, val_paths: list[Path], pairs: list[LoadedPair] | None,
+        self, cfg: TrainConfig, val_paths: list[Path], pairs: dict[str, list[LoadedPair]] | None,
         device: torch.device, seed: int,
     ) -> None:
         self.cfg, self.device, self.pairs = cfg, device, pairs
@@ -221,8 +244,11 @@ class Validator:
             out["val/pseudo_total"] = terms["pseudo_depth"] + terms["pseudo_airlight"]
         if self.pairs:
             dehazer = engine.Dehazer("clearnet", model, device=self.device, half=False)
-            rows, _ = score(dehazer, self.pairs)
-            out["val/psnr"], out["val/ssim"] = mean_scores(rows)
+            for name, pairs in self.pairs.items():
+                rows, _ = score(dehazer, pairs)
+                out[f"val/psnr/{name}"], out[f"val/ssim/{name}"] = mean_scores(rows)
+            out["val/psnr"] = float(np.mean([out[f"val/psnr/{n}"] for n in self.pairs]))
+            out["val/ssim"] = float(np.mean([out[f"val/ssim/{n}"] for n in self.pairs]))
         return out
 
     @property
@@ -235,7 +261,8 @@ class Validator:
         penalises both doing nothing and over-dehazing). ``None`` when there is nothing to
         measure: then the last step is selected (never the untrained prior for ever)."""
         if "val/psnr" in scores:
-            return scores["val/psnr"] + 1e-3 * scores["val/ssim"], "val/psnr (paired validation split)"
+            why = f"val/psnr (mean over the validation splits of {', '.join(self.pairs or [])})"
+            return scores["val/psnr"] + 1e-3 * scores["val/ssim"], why
         if "val/pseudo_total" in scores:
             return -scores["val/pseudo_total"], "-val/pseudo_total (pseudo-pair loss)"
         return None, "last step (no validation images or pairs to select by)"
@@ -331,8 +358,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
 
     pairs = None
     if opts.val_pairs and is_main:
-        ids = read_ids_file(opts.val_ids_file) if opts.val_ids_file else None
-        pairs = load_pairs(find_pairs(opts.val_pairs, ids))
+        pairs = load_val_pairs(opts.val_pairs, opts.val_ids_file, opts.splits_dir)
     validator = Validator(cfg, val_paths, pairs, device, seed) if is_main else None
 
     writer = None
@@ -358,7 +384,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
             "n_val_images": len(val_paths),
             "val_pairs": opts.val_pairs,
             "val_ids_file": opts.val_ids_file,
-            "n_val_pairs": len(pairs or []),
+            "n_val_pairs": {k: len(v) for k, v in (pairs or {}).items()},
             "machine": _machine(device, world),
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -425,7 +451,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
             pred = net(inputs)
         terms = pseudo_pair_losses(
             pred["t"][:b], pred["airlight"][:b], pairs_b, cfg.loss.centre_depth,
-            t_prior=pred["t_prior"][:b] if cfg.loss.level > 0 else None,
+            t_prior=pred["t_prior"][:b] if cfg.loss.level > 0 else None, level_target=cfg.loss.level_target,
         )
         if cfg.loss.needs_real_pass:
             terms.update(objective.physics_terms(batch, pred["t"][b:], pred["airlight"][b:]))

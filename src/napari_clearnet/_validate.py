@@ -238,6 +238,8 @@ def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is dict:
+        return "a mapping"
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -280,6 +282,12 @@ def _convert(value: Any, tp: Any, name: str, ranges: Mapping[str, str], key: str
             items = list(args)
         return tuple(_convert(v, t, f"{name}[{i}]", ranges, key) for i, (v, t) in enumerate(zip(value, items,
                                                                                                 strict=True)))
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{name} must be a mapping, got {value!r}")
+        return {_convert(k, kt, f"{name} key", ranges, ""): _convert(v, vt, f"{name}.{k}", ranges, key)
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
