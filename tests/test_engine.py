@@ -393,5 +393,5 @@ def test_cuda_compiled_model_gives_the_same_output() -> None:
     img = _scene(240, 320)
     plain = engine.load_model(device="cuda", half=False).dehaze(img)
     compiled = engine.load_model(device="cuda", half=False, compile=True)
-    assert compiled.compiled
+    assert compiled.estimator.compiled
     np.testing.assert_allclose(compiled.dehaze(img).image, plain.image, atol=1e-4)

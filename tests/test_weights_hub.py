@@ -214,3 +214,10 @@ def test_timeout_setting_and_the_settings_huggingface_hub_reads(monkeypatch: pyt
         monkeypatch.setenv(weights.TIMEOUT_ENV, bad)
         with pytest.raises(weights.WeightsError, match=f"CLEARNET_HUB_TIMEOUT='{bad}' .*{match}"):
             hub_module.timeout()
+
+
+def test_offline_force_download_says_offline(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights.resolve("tiny")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(weights.WeightsError, match=r"offline mode is on \(HF_HUB_OFFLINE\)"):
+        weights.resolve("tiny", force=True)

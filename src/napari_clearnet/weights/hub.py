@@ -188,7 +188,7 @@ def _hub_error(exc: BaseException, label: str, where: str, wait: float) -> Weigh
         msg = f"revision {revision!r} not found in {repo_id} on {endpoint} (for {label})"
     elif isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
         msg = f"file {filename!r} not found in {repo_id}@{revision} on {endpoint} (for {label})"
-    elif isinstance(exc, OfflineModeIsEnabled | LocalEntryNotFoundError) and constants.HF_HUB_OFFLINE:
+    elif constants.HF_HUB_OFFLINE or isinstance(exc, OfflineModeIsEnabled):  # nothing can be fetched
         msg = (f"{label} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and offline mode is "
                "on (HF_HUB_OFFLINE); download it once with network access (`clearnet weights download "
                "NAME`) or unset HF_HUB_OFFLINE")
