@@ -15,11 +15,15 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from napari_clearnet.model import ClearNet, ClearNetConfig
 from napari_clearnet.weights import save_weights
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+#: the model the ``hub`` fixture serves and registers as ``tiny``
+HUB_REPO = "clearnet-tests/tiny"
+HUB_FILE = "tiny.safetensors"
 MODES = ("ok", "corrupt", "drop_once", "short", "hang", "stall")
 
 
@@ -154,6 +158,22 @@ def registry_entry(name: str, repo_id: str, filename: str, data: bytes, **extra:
     return {
         "name": name, "repo_id": repo_id, "filename": filename, "revision": "main",
         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "bundled": False,
-        "license": "BSD-3-Clause", "description": f"test model {name}",
-        "config": {"widths": [4, 8]}, **extra,
+        "license": "BSD-3-Clause", "description": f"test model {name}", **extra,
     }
+
+
+def use_hub(monkeypatch: Any, url: str, home: Path) -> None:
+    """Point huggingface_hub at ``url`` with its cache under ``home``, online, as HF_ENDPOINT and
+    HF_HOME would in a fresh process (they are read when huggingface_hub is imported, so this
+    process sets its constants; subprocesses get the variables)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    template = url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HOME", str(home))
+    for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)

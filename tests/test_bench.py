@@ -1,25 +1,18 @@
-"""Issue 12, ``clearnet bench``: its output path and sizes are checked before it runs, and its
-JSON (like every JSON file the package writes) is valid JSON. Findings: F28 (and F10/F13/F37's
-JSON side through ``_validate.json_text``).
-"""
+"""``clearnet bench``: speed and memory measured in fresh processes; its output path and sizes
+are checked before it runs, and its JSON is valid JSON (issue 12: F28)."""
 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
+from _common import CLEARNET
 
-from napari_clearnet import bench
-from napari_clearnet._validate import json_text
-
-_SCRIPT = Path(sys.executable).with_name("clearnet")
-CLEARNET = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "napari_clearnet.cli"]
+from napari_clearnet.cli import main as cli_main
 
 
 @pytest.mark.parametrize(
@@ -66,8 +59,25 @@ def test_bench_cases_that_already_worked_still_do(capsys) -> None:
         assert "not available" in capsys.readouterr().err
 
 
-def test_json_text_writes_non_finite_numbers_as_null() -> None:  # F10, F13, F37
-    text = json_text({"a": float("nan"), "b": [float("inf"), -math.inf, 1.5], "c": np.float32("nan"),
-                      "d": np.arange(2), "e": np.int64(3)})
-    assert json.loads(text) == {"a": None, "b": [None, None, 1.5], "c": None, "d": [0, 1], "e": 3}
-    assert bench.MAX_MEGAPIXELS >= 12
+def test_bench_cli_json_reports_speed_and_memory(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    rc = cli_main(["bench", "--sizes", "0.02", "--methods", "clearnet,dcp", "--repeats", "1",
+                   "--video", "2x64x48", "--json", "--output", str(out)])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == report
+    assert report["machine"]["torch_threads"] >= 1 and report["machine"]["torch"] == torch.__version__
+    rows = {(r["method"], r["label"]): r for r in report["results"]}
+    assert set(rows) == {(m, lab) for m in ("clearnet", "dcp") for lab in ("0.02 MP", "video 2x64x48")}
+    for r in rows.values():
+        assert r["seconds"] > 0 and r["mp_per_s"] == pytest.approx(r["megapixels"] / r["seconds"])
+        assert r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
+        assert r["output_shape"] == r["input_shape"]
+    assert "vs_dcp" in report["speedups"]["0.02 MP"]
+
+
+def test_bench_cli_rejects_bad_options(capsys) -> None:
+    assert cli_main(["bench", "--sizes", "big"]) == 2
+    assert "--sizes" in capsys.readouterr().err
+    assert cli_main(["bench", "--methods", "magic", "--sizes", "0.01"]) == 2
+    assert "magic" in capsys.readouterr().err

@@ -1,37 +1,30 @@
-"""Issue 12, readers and writers (``io.load_image``/``read_image``/``write_image``): every reader is
-bounded before it decodes, every failure names the file, and every file flavour of the review is
-read as a viewer shows it. Findings: F1, F2, F12, F23, F24, F25, F29 (and the write side of F4, F8).
-"""
+"""io: image files are read as a viewer shows them, every reader checks the size its header
+declares before decoding, any decoder failure names the file (issue 12: F1, F2, F12, F23-F26,
+F29, F34), and outputs keep what matters (ICC profiles, 16 bits, quality)."""
 
 from __future__ import annotations
 
 import io as pyio
 import os
+import re
 import struct
 import tracemalloc
 import zlib
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 import tifffile
+from _common import PNG_SIGNATURE, hazy, png_bytes, run_dcp
 from PIL import Image, ImageCms, ImageOps
 
-from napari_clearnet import _png16, io
+from napari_clearnet import io
+from napari_clearnet.cli import main
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    return struct.pack(">I", len(body)) + kind + body + crc
-
-
-def _png_bytes(w: int, h: int, depth: int, colour: int, idat: bytes) -> bytes:
-    head = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    return _png16.SIGNATURE + _chunk(b"IHDR", head) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 def _named_error(path: Path, match: str = "") -> pytest.ExceptionInfo:
@@ -41,10 +34,9 @@ def _named_error(path: Path, match: str = "") -> pytest.ExceptionInfo:
     return exc
 
 
-# ------------------------------------------------------------------------- F1, F2: size limits
 def test_header_sizes_over_the_limit_are_refused_by_name_before_decoding(tmp_path: Path) -> None:  # F1
     png = tmp_path / "big.png"  # a 225-byte PNG that claims 50000 × 50000
-    png.write_bytes(_png_bytes(50000, 50000, 8, 2, zlib.compress(b"\0" * 100)))
+    png.write_bytes(png_bytes(50000, 50000, 8, 2, zlib.compress(b"\0" * 100)))
     _named_error(png, "image too large")
     jpg = tmp_path / "sof.jpg"  # four corrupted SOF size bytes
     buf = pyio.BytesIO()
@@ -79,7 +71,7 @@ def test_limit_covers_every_format_including_frames(tmp_path: Path, monkeypatch)
             Image.fromarray(_rgb(40, 40)).save(p)
         paths.append(p)
     p16 = tmp_path / "x16.png"
-    _png16.write_png16(p16, np.zeros((40, 40, 3), np.uint16))
+    p16.write_bytes(imagecodecs.png_encode(np.zeros((40, 40, 3), np.uint16)))
     paths.append(p16)
     monkeypatch.setattr(io, "MAX_PIXELS", 1000)
     for p in paths:
@@ -96,7 +88,7 @@ def test_png16_zlib_bomb_is_refused_and_decoding_is_bounded(tmp_path: Path, monk
     row = b"\0" * (1 + w * 6)
     bomb = tmp_path / "bomb.png"
     comp = zlib.compressobj(9)
-    bomb.write_bytes(_png_bytes(w, h, 16, 2, b"".join(comp.compress(row) for _ in range(h)) + comp.flush()))
+    bomb.write_bytes(png_bytes(w, h, 16, 2, b"".join(comp.compress(row) for _ in range(h)) + comp.flush()))
     assert bomb.stat().st_size < 100_000  # 24 MB of pixels in a few kB
     monkeypatch.setattr(io, "MAX_PIXELS", 1_000_000)
     _named_error(bomb, "image too large")
@@ -105,7 +97,7 @@ def test_png16_zlib_bomb_is_refused_and_decoding_is_bounded(tmp_path: Path, monk
     small = tmp_path / "small.png"
     comp = zlib.compressobj(9)
     huge = comp.compress(b"\0" * (1 + 10 * 6) * 10) + comp.compress(b"\0" * 50_000_000) + comp.flush()
-    small.write_bytes(_png_bytes(10, 10, 16, 2, huge))
+    small.write_bytes(png_bytes(10, 10, 16, 2, huge))
     tracemalloc.start()
     try:
         arr = io.read_image(small)
@@ -123,17 +115,16 @@ def test_memory_errors_and_unexpected_decoder_errors_name_the_file(tmp_path: Pat
     def oom(*a, **k):
         raise MemoryError
 
-    monkeypatch.setattr(io, "_read_pillow", oom)
+    monkeypatch.setattr(io, "read_pillow", oom)
     _named_error(p, "not enough memory")
 
     def odd(*a, **k):
         raise KeyError("a decoder bug")
 
-    monkeypatch.setattr(io, "_read_pillow", odd)
+    monkeypatch.setattr(io, "read_pillow", odd)
     _named_error(p, "KeyError")
 
 
-# ------------------------------------------------------------------------- fuzz: every format
 def _samples(tmp: Path) -> dict[str, bytes]:
     out = {}
     rgb = _rgb(12, 10)
@@ -146,7 +137,8 @@ def _samples(tmp: Path) -> dict[str, bytes]:
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     out["gif"] = buf.getvalue()
     p = tmp / "s16.png"
-    _png16.write_png16(p, (np.random.default_rng(0).random((12, 10, 3)) * 65535).astype(np.uint16))
+    p.write_bytes(imagecodecs.png_encode((np.random.default_rng(0).random((12, 10, 3)) * 65535)
+                                         .astype(np.uint16)))
     out["png16.png"] = p.read_bytes()
     buf = pyio.BytesIO()
     tifffile.imwrite(buf, rgb, compression="zlib")
@@ -189,7 +181,6 @@ def test_fuzz_mutated_files_of_every_format_give_an_image_or_a_named_error(tmp_p
                 assert isinstance(arr, np.ndarray) and arr.ndim >= 2 and arr.size > 0, (ext, k)
 
 
-# ------------------------------------------------------------------------- F12: every frame
 def test_animated_gif_webp_and_multi_series_tiff_keep_every_frame(tmp_path: Path) -> None:  # F12
     frames = [_rgb(24, 32, s) for s in range(3)]
     ims = [Image.fromarray(f) for f in frames]
@@ -213,7 +204,6 @@ def test_animated_gif_webp_and_multi_series_tiff_keep_every_frame(tmp_path: Path
     np.testing.assert_array_equal(io.read_image(pages), np.stack(frames))
 
 
-# ------------------------------------------------------------------------- F23, F24, F25: TIFF
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_tiff_orientation_is_read_as_displayed(tmp_path: Path, orientation: int) -> None:  # F23
     p = tmp_path / "o.tif"
@@ -272,7 +262,6 @@ def test_planar_and_grey_alpha_tiffs_have_their_samples_last(tmp_path: Path) -> 
     assert arr.shape == (24, 32, 4) and np.all(arr[..., 3] == 200)  # grey+alpha -> RGBA, as for PNG
 
 
-# ------------------------------------------------------------------------- F29: what outputs keep
 def test_palette_transparency_becomes_alpha(tmp_path: Path) -> None:  # F29
     p = tmp_path / "pal.png"
     im = Image.fromarray(_rgb()).convert("P")
@@ -326,45 +315,6 @@ def test_jpeg_and_webp_quality_defaults_and_choice(tmp_path: Path) -> None:  # F
         io.write_image(tmp_path / "bad.jpg", img, quality=0)
 
 
-@pytest.mark.parametrize("name", ["o.png", "o16.png", "o.jpg", "o.webp", "o.tif", "o.bmp"])
-def test_outputs_record_the_fingerprint_of_their_input(tmp_path: Path, name: str) -> None:  # F5, F7
-    src = tmp_path / "src.png"
-    Image.fromarray(_rgb()).save(src)
-    fp = io.fingerprint(src)
-    depth = 16 if name == "o16.png" else 8
-    out = io.write_image(tmp_path / name, _rgb() / 255.0, bit_depth=depth, source_fingerprint=fp)
-    assert io.read_tag(out) == (None if name.endswith(".bmp") else fp)  # BMP holds no metadata
-    assert io.read_image(out).shape == (24, 32, 3)
-
-
-# ------------------------------------------------------------------------- F4, F8: write side
-def test_temporary_name_is_short_even_when_the_output_name_is_long(tmp_path: Path) -> None:  # F4
-    stem = "霧" * 81  # 243 bytes: the name fits in 255 bytes, ".<stem>.<random>.part.png" would not
-    out = io.write_image(tmp_path / f"{stem}_dehazed.png", _rgb() / 255.0)
-    assert len(os.fsencode(out.name)) == 255 and io.read_image(out).shape == (24, 32, 3)
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]
-
-
-def test_stale_partial_files_are_removed_but_not_files_being_written(tmp_path: Path) -> None:  # F8
-    import fcntl
-
-    old = tmp_path / ".s1_transmission.ulmuyr_x.part.png"  # left by a killed run (old version too)
-    old.write_bytes(b"partial")
-    busy = tmp_path / ".s2_dehazed.abcd1234.part.png"  # another run is writing it right now
-    busy.write_bytes(b"partial")
-    keep = [tmp_path / ".holiday.part.png", tmp_path / "s1.part.png", tmp_path / ".notes.abcd1234.part"]
-    for k in keep:
-        k.write_bytes(b"user data")
-    fd = os.open(busy, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        removed = io.remove_stale_parts(tmp_path)
-    finally:
-        os.close(fd)
-    assert removed == [old]
-    assert busy.exists() and all(k.exists() for k in keep)
-
-
 def test_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:  # F34
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
@@ -372,7 +322,6 @@ def test_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:  # F34
     _named_error(tmp_path, "folder")
 
 
-# ------------------------------------------------------------------------- review cases that held
 def test_file_flavours_that_already_worked_still_do(tmp_path: Path) -> None:  # review rows 45, 66, 103
     rgb = _rgb()
     tifffile.imwrite(tmp_path / "be.tif", rgb.astype(">u2") * 257, byteorder=">")
@@ -395,3 +344,163 @@ def test_file_flavours_that_already_worked_still_do(tmp_path: Path) -> None:  # 
                       "rgba.bmp": (24, 32, len(Image.open(tmp_path / "rgba.bmp").getbands()))}  # as Pillow
     assert io.read_image(tmp_path / "g16.png").dtype == np.uint16
 
+
+def _png(path: Path, arr: np.ndarray) -> Path:
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_truncated_empty_and_non_image_files_are_named(tmp_path: Path) -> None:
+    good = _png(tmp_path / "good.png", (hazy() * 255).astype(np.uint8))
+    data = good.read_bytes()
+    cases = {
+        "truncated.png": data[: len(data) // 2],
+        "empty.png": b"",
+        "text.png": b"hello, I am not a picture",
+        "truncated.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 20,
+        "broken.tif": b"II*\x00garbage",
+    }
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(ValueError, match=f"cannot read .*{re.escape(name)}"):
+            io.read_image(tmp_path / name)
+    with pytest.raises(ValueError, match="cannot read"):
+        io.read_image(tmp_path / "missing.png")
+    # the CLI names each bad one, still writes the good one, and exits 1
+    out = tmp_path / "out"
+    assert run_dcp(tmp_path, "-o", out) == 1
+    assert [p.name for p in out.iterdir()] == ["good_dehazed.png"]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    p = _png(tmp_path / "secret.png", np.zeros((4, 4), np.uint8))
+    p.chmod(0)
+    try:
+        if os.access(p, os.R_OK):
+            pytest.skip("running as root: chmod 0 does not make a file unreadable")
+        with pytest.raises(ValueError, match=r"cannot read .*secret\.png"):
+            io.read_image(p)
+    finally:
+        p.chmod(0o644)
+
+
+def test_sixteen_bit_png_and_tiff_keep_their_depth(tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 65536, (9, 11), dtype=np.uint16)
+    rgb = rng.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    (tmp_path / "rgb16.png").write_bytes(imagecodecs.png_encode(rgb))
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "g16.png"), grey)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "rgb16.png"), rgb)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "rgb16.tif"), rgb)
+    out = tmp_path / "out"
+    assert run_dcp(tmp_path, "-o", out) == 0
+    for name in ("g16_dehazed.png", "rgb16_dehazed.png", "rgb16_dehazed.tif"):
+        assert io.read_image(out / name).dtype == np.uint16, name
+
+
+def _encode_png16_with_filters(arr: np.ndarray) -> bytes:
+    """Encode uint16 RGB with PNG filters 0-4 in turn (what other tools write), for the decoder test."""
+    h, w, c = arr.shape
+    bpp = 2 * c
+    rows = arr.astype(">u2").view(np.uint8).reshape(h, w * bpp).astype(np.int64)
+    out = bytearray()
+    for y in range(h):
+        x = rows[y]
+        up = rows[y - 1] if y else np.zeros_like(x)
+        left = np.concatenate([np.zeros(bpp, np.int64), x[:-bpp]])
+        ul = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+        f = y % 5
+        if f == 0:
+            pred = np.zeros_like(x)
+        elif f == 1:
+            pred = left
+        elif f == 2:
+            pred = up
+        elif f == 3:
+            pred = (left + up) // 2
+        else:
+            p = left + up - ul
+            pa, pb, pc = abs(p - left), abs(p - up), abs(p - ul)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
+        out.append(f)
+        out.extend(((x - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    head = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(bytes(out)))
+    return PNG_SIGNATURE + chunk(b"IHDR", head) + idat + chunk(b"IEND", b"")
+
+
+def test_png16_decoder_handles_every_filter_type(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    for c in (3, 4):
+        arr = rng.integers(0, 65536, (11, 7, c), dtype=np.uint16)
+        p = tmp_path / f"f{c}.png"
+        p.write_bytes(_encode_png16_with_filters(arr))
+        np.testing.assert_array_equal(io.read_image(p), arr)
+        p.write_bytes(p.read_bytes()[:60])
+        with pytest.raises(ValueError, match="cannot read"):
+            io.read_image(p)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:20, :20] = 255  # a white block in the top-left corner, as stored
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    im.save(path, exif=exif.tobytes(), quality=95)
+    out = io.read_image(path)
+    assert out.shape == (80, 40, 3)  # as displayed: portrait
+    assert out[:20, -20:].mean() > 200 and out[-20:, :20].mean() < 50  # top-left went top-right
+    outdir = tmp_path / "out"
+    assert main(["dehaze", str(path), "-o", str(outdir), "--method", "dcp", "--no-progress"]) == 0
+    assert io.read_image(outdir / "rotated_dehazed.jpg").shape == (80, 40, 3)
+
+
+def test_grayscale_jpeg_stays_grey(tmp_path: Path) -> None:
+    path = tmp_path / "grey.jpg"
+    Image.fromarray((hazy()[..., 0] * 255).astype(np.uint8), mode="L").save(path)
+    assert io.read_image(path).shape == (20, 28)
+    out = tmp_path / "out"
+    assert main(["dehaze", str(path), "-o", str(out), "--method", "dcp", "--no-progress"]) == 0
+    assert io.read_image(out / "grey_dehazed.jpg").shape == (20, 28)
+
+
+def test_rgba_png_keeps_alpha_and_jpg_drops_it(tmp_path: Path) -> None:
+    rgba = np.concatenate([(hazy() * 255).astype(np.uint8), np.full((20, 28, 1), 77, np.uint8)], -1)
+    _png(tmp_path / "a.png", rgba)
+    out = tmp_path / "out"
+    assert main(["dehaze", str(tmp_path / "a.png"), "-o", str(out), "--method", "dcp", "--no-progress"]) == 0
+    assert np.all(io.read_image(out / "a_dehazed.png")[..., 3] == 77)
+    assert main(["dehaze", str(tmp_path / "a.png"), "-o", str(out), "--method", "dcp", "--no-progress",
+                 "--format", "jpg"]) == 0
+    assert io.read_image(out / "a_dehazed.jpg").shape == (20, 28, 3)
+
+
+def test_paths_with_spaces_and_non_ascii(tmp_path: Path) -> None:
+    src = tmp_path / "my photos" / "brume matinale"
+    src.mkdir(parents=True)
+    _png(src / "café ☕ 霧.png", (hazy() * 255).astype(np.uint8))
+    out = tmp_path / "sortie dehazée"
+    assert main(["dehaze", str(src), "-o", str(out), "--method", "dcp", "--no-progress",
+                 "--save-transmission"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["café ☕ 霧_dehazed.png", "café ☕ 霧_transmission.png"]
+
+
+def test_a_stack_of_three_grey_frames_is_written_as_grey_pages(tmp_path: Path) -> None:
+    """tifffile would take (3, H, W) for planar RGB; a transmission stack of three frames stays
+    three grey frames when it is read back."""
+    t = np.stack([np.full((20, 24), v, np.float32) for v in (0.2, 0.5, 0.8)])
+    out = io.write_image(tmp_path / "t.tif", t, bit_depth=16)
+    back = io.read_image(out)
+    assert back.shape == (3, 20, 24) and back.dtype == np.uint16
+    np.testing.assert_allclose(back[:, 0, 0] / 65535, [0.2, 0.5, 0.8], atol=1e-4)

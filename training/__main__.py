@@ -107,20 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 add_prepare_parser):
         add(sub)
     args = parser.parse_args(argv)
-    from napari_clearnet.cli import Terminated, terminating_signals
+    from napari_clearnet.cli import run_command
 
+    return run_command(lambda: _run_reporting(args))
+
+
+def _run_reporting(args: argparse.Namespace) -> int:
+    """Bad configs, data and checkpoints: one line and exit status 2, never a traceback."""
     try:
-        with terminating_signals():
-            return _run(args)
+        return _run(args)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Terminated as exc:
-        print(exc.reason, file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def _splits(args: argparse.Namespace) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from napari_clearnet import io, physics
+from napari_clearnet import arrays, io, physics
 
 __all__ = [
     "GT_DIRS",
@@ -40,7 +40,7 @@ SUFFIXES = frozenset(io.IMAGE_SUFFIXES)
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image as float32 (H, W, 3) in [0, 1]: grey is repeated, alpha dropped."""
-    arr = io.to_float01(io.read_image(path))
+    arr = arrays.to_float01(io.read_image(path))
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):

@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_clearnet import engine, io, metrics
 from napari_clearnet._validate import json_text
+from napari_clearnet.files import atomic_path, write_text
 from napari_clearnet.model import ClearNet
 
 from .data import Pair, find_pairs, load_rgb, read_ids_file
@@ -110,10 +111,10 @@ def score(
     dehazer: engine.Dehazer | None, pairs: Sequence[LoadedPair], **settings: float | None
 ) -> tuple[list[dict], list[np.ndarray]]:
     """PSNR/SSIM of ``dehazer`` (``None``: the hazy input itself) per pair, and the outputs;
-    ``settings`` go to :meth:`Dehazer.run_frame` (e.g. ``sky_protection``)."""
+    ``settings`` go to :meth:`Dehazer.dehaze` (e.g. ``sky_protection``)."""
     rows, outputs = [], []
     for p in pairs:
-        j = p.hazy if dehazer is None else dehazer.run_frame(p.hazy, **settings).image
+        j = p.hazy if dehazer is None else dehazer.dehaze(p.hazy, **settings).image
         rows.append({"id": p.id, "psnr": metrics.psnr(j, p.gt), "ssim": metrics.ssim(j, p.gt)})
         outputs.append(j)
     return rows, outputs
@@ -212,7 +213,7 @@ def evaluate(
 def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, rows: list[PairedSplit],
                   models: list) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.md").write_text(markdown_table(table), encoding="utf-8")
+    write_text(out / "scores.md", markdown_table(table))
     record = {
         "models": [str(m) for m in models],
         "rows": [{"set": r.set, "split": r.split, "folder": str(r.folder),
@@ -221,8 +222,9 @@ def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, ro
                  for r in rows],
     }
     # valid JSON: an identical pair's PSNR is infinite, written as null
-    (out / "scores.json").write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
-    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as f:
+    write_text(out / "scores.json", json_text(record, indent=2) + "\n")
+    csv_file = out / "scores.csv"
+    with atomic_path(csv_file, overwrite=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["set", "split", "id", "method", "psnr", "ssim"])
         for r in per_image:

@@ -1,25 +1,29 @@
 """Turn a training checkpoint into shareable weights: safetensors (EMA weights, config in the
-metadata), config.json and a model card; optionally bundle them into the package's ``weights/``.
+metadata), a Hub folder (config.json, a ``huggingface_hub.ModelCard`` as README.md, the record
+for registry.json); optionally bundle them into the package's ``weights/``.
 
 Checkpoints hold pickled optimiser state and must never be shared; the safetensors export is the
-only thing that leaves a training run.
+only thing that leaves a training run. Every file is written atomically.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
-import os
+import re
 import shutil
-import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from napari_clearnet import weights
+from napari_clearnet._validate import json_text
+from napari_clearnet.files import atomic_path, write_text
 from napari_clearnet.model import ClearNet, ClearNetConfig
 
 from .train import load_checkpoint
 
-__all__ = ["ema_model", "export", "update_registry"]
+__all__ = ["ema_model", "export", "export_hub_folder", "update_registry"]
 
 TRAINING_DATA = (
     "Unsupervised: hazy images only (the folders in the run record below; no clear references "
@@ -109,15 +113,12 @@ def update_registry(registry_path: Path, entry: dict[str, Any]) -> None:
     models = data.setdefault("models", [])
     for i, m in enumerate(models):
         if m["name"] == entry["name"]:
-            models[i] = {**m, **entry}
+            # older records carried a copy of the config: it lives in the weights file
+            models[i] = {k: v for k, v in {**m, **entry}.items() if k != "config"}
             break
     else:
         models.append(entry)
-    fd, tmp = tempfile.mkstemp(prefix=".registry.", suffix=".tmp", dir=registry_path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, registry_path)
+    write_text(registry_path, json.dumps(data, indent=2) + "\n")
 
 
 def export(
@@ -134,7 +135,7 @@ def export(
     """Export the EMA weights of ``checkpoint`` into ``out`` (a Hub-ready folder).
 
     With ``bundle`` the same file also goes to the package's ``weights/`` and the model's entry
-    in ``weights/registry.json`` gets its new sha256, size, config and description.
+    in ``weights/registry.json`` gets its new sha256, size and description.
     """
     ck = load_checkpoint(checkpoint)
     model = ema_model(ck)
@@ -167,26 +168,22 @@ def export(
                 "pseudo-pairs did not beat it on the validation split, so step 0 was selected")
     else:
         desc = f"ClearNet trained with re-hazing pseudo-pairs (step {ck['step']}, EMA weights)"
-    weights.export_hub_folder(
-        wfile, out, name=name, license=license, description=desc, training_data=TRAINING_DATA,
-        metrics=metric_rows, overwrite=True,
-    )
-    card = out / "README.md"
     extra = [_run_record(ck, str(checkpoint))]
     for r in recs:
         if r["markdown"]:
             title = "Sky check (real photos)" if r.get("kind") == "sky check" else "Paired sets"
             extra += [f"### {title}", "", r["markdown"]]
-    card.write_text(card.read_text(encoding="utf-8") + "\n" + "\n".join(extra), encoding="utf-8")
+    export_hub_folder(
+        wfile, out, name=name, license=license, description=desc, training_data=TRAINING_DATA,
+        metrics=metric_rows, overwrite=True, appendix="\n".join(extra),
+    )
     result: dict[str, Any] = {"folder": str(out), "weights": str(wfile), "sha256": weights.sha256_file(wfile)}
     if bundle:
-        target_dir = weights.bundled_dir()
+        target_dir = weights.registry.bundled_dir()
         target = target_dir / f"{name}.safetensors"
         # a byte copy: safetensors writes metadata in no fixed order, so saving again could
         # give another checksum than the Hub folder's file
-        tmp = target_dir / f".{target.name}.tmp"
-        shutil.copyfile(wfile, tmp)
-        os.replace(tmp, target)
+        _copy(wfile, target)
         digest = weights.sha256_file(target)
         entry = json.loads((out / "registry-entry.json").read_text(encoding="utf-8"))
         entry.update({"sha256": digest, "size": target.stat().st_size, "bundled": True,
@@ -194,3 +191,98 @@ def export(
         update_registry(target_dir / "registry.json", entry)
         result["bundled"] = str(target)
     return result
+
+
+def _copy(src: Path, target: Path) -> None:
+    """A byte copy, complete or not at all."""
+    with atomic_path(target, overwrite=True) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def export_hub_folder(
+    weights_file: str | Path,
+    out_dir: str | Path,
+    *,
+    name: str,
+    repo_id: str | None = None,
+    license: str = "bsd-3-clause",
+    description: str = "",
+    training_data: str = "",
+    metrics: Mapping[str, Any] | None = None,
+    tags: Iterable[str] = (),
+    overwrite: bool = False,
+    appendix: str = "",
+) -> Path:
+    """Write a folder ready for ``HfApi().upload_folder``: weights, config.json, README.md.
+
+    The weights are checked first (safetensors, config, architecture). ``README.md`` is a
+    ``huggingface_hub.ModelCard`` (license, tags, library_name in its metadata) with sections on
+    usage, training data, metrics and licence, then ``appendix``; ``registry-entry.json`` is the
+    record to paste into registry.json. An existing non-empty ``out_dir`` is refused unless
+    ``overwrite`` is True.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    src = Path(weights_file)
+    state, config, meta = weights.read_weights(src)
+    weights.build_model(state, config, source=str(src))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise weights.WeightsError(f"model name {name!r}: use letters, digits, '.', '_' and '-'")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise weights.WeightsError(
+            f"{out} exists and is not empty; choose a new folder or pass overwrite=True"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    filename = f"{name}.safetensors"
+    target = out / filename
+    if target.resolve() != src.resolve():
+        _copy(src, target)
+    digest, size = weights.sha256_file(target), target.stat().st_size
+    repo_id = repo_id or f"napari-clearnet/{name}"
+    entry = {"name": name, "repo_id": repo_id, "filename": filename, "revision": "main", "sha256": digest,
+             "size": size, "bundled": False, "license": license,
+             "description": description or f"ClearNet dehazing weights {name}"}
+    cfg = {"model_type": "clearnet", "library_name": "napari-clearnet", weights.CONFIG_KEY: config.to_dict(),
+           "filename": filename, "sha256": digest, "size": size}
+    write_text(out / "config.json", json_text(cfg, indent=2) + "\n")
+    write_text(out / "registry-entry.json", json_text(entry, indent=2) + "\n")
+    data = ModelCardData(
+        license=license, library_name="napari-clearnet", pipeline_tag="image-to-image",
+        tags=list(dict.fromkeys(["image-dehazing", "image-to-image", "napari", "safetensors", "clearnet",
+                                 *tags])),
+    )
+    body = _card_body(name, description, repo_id, filename, config, training_data, metrics, license,
+                      size, digest, {k: v for k, v in meta.items() if k != weights.CONFIG_KEY})
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}" + (f"\n{appendix}" if appendix else ""))
+    write_text(out / "README.md", str(card))
+    return out
+
+
+def _card_body(name: str, description: str, repo_id: str, filename: str, config: ClearNetConfig,
+               training_data: str, metrics: Mapping[str, Any] | None, license: str, size: int,
+               digest: str, extra_meta: Mapping[str, str]) -> str:
+    """The model card's Markdown below its metadata."""
+    metric_rows = "\n".join(f"| {k} | {v} |" for k, v in (metrics or {}).items())
+    exported = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        f"# {name}", "",
+        description or "ClearNet: a small attention U-Net that refines a Dark Channel Prior estimate of "
+        "the transmission t(x) and the global airlight A; the clear image is J = (I − A) / max(t, t0) + A.",
+        "", "## Usage", "", "```python", "import napari_clearnet",
+        f'model = napari_clearnet.load_model("hf://{repo_id}/{filename}")',
+        "result = napari_clearnet.dehaze(image, model=model)", "```", "",
+        f"or `clearnet dehaze --model hf://{repo_id}/{filename} …`, or pick it in the napari widget.", "",
+        "## Architecture", "",
+        f"Widths {list(config.widths)}, working size {config.working_size} px; the full config is in "
+        "`config.json` and in the safetensors metadata (`clearnet_config`).", "",
+        "## Training data", "", training_data or "Not stated.", "",
+        "## Metrics", "",
+        "| metric | value |\n|---|---|\n" + metric_rows if metric_rows else "Not measured.", "",
+        "## Licence", "",
+        f"The weights are released under `{license}`. Check the terms of the training data too.", "",
+        "## Files", "",
+        f"- `{filename}`: {size} bytes, sha256 `{digest}`",
+        *[f"- metadata `{k}`: {v}" for k, v in sorted(extra_meta.items())],
+        f"- exported {exported}", "",
+    ])

@@ -21,13 +21,14 @@ import numpy as np
 
 from napari_clearnet import engine, io, metrics
 from napari_clearnet._validate import json_text
+from napari_clearnet.files import write_text
 
 from .data import find_hazy_images, load_rgb
 from .evaluate import DCP, make_grid
 
 __all__ = ["SKY_MAX_FRACTION", "SKY_MIN_FRACTION", "photos"]
 
-#: a photo "has sky" when the sky mask covers at least this share of it ...
+#: a photo "has sky" when the sky mask covers at least this share of it
 SKY_MIN_FRACTION = 0.05
 #: ... and at most this share (beyond it the smooth bright region is the haze filling the scene)
 SKY_MAX_FRACTION = 0.6
@@ -64,7 +65,7 @@ def photos(
         show = path.stem in wanted
         if frac < SKY_MIN_FRACTION and not show:
             continue
-        outputs = {name: d.run_frame(hazy).image for name, d in methods.items()}
+        outputs = {name: d.dehaze(hazy).image for name, d in methods.items()}
         if show:
             tiles[path.stem] = [hazy, *outputs.values()]
         if frac >= SKY_MIN_FRACTION:
@@ -142,10 +143,10 @@ def _write(out: Path, rows: list[dict], summary: dict[str, dict[str, float]]) ->
         judged = next(x["judged"] for x in rows if x["photo"] == p)
         note = "" if judged else " (haze fills the frame: not judged)"
         lines.append(f"| {p}{note} | {frac:.0%} | " + " | ".join(cells) + " |")
-    (out / "scores.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / "scores.md", "\n".join(lines) + "\n")
     record = {"kind": "sky check", "min_fraction": SKY_MIN_FRACTION, "max_fraction": SKY_MAX_FRACTION,
               "thresholds": {"gradient_gain": metrics.SKY_MAX_GRADIENT_GAIN,
                              "chroma_spread": metrics.SKY_MAX_CHROMA_SPREAD,
                              "chroma_shift": metrics.SKY_MAX_CHROMA_SHIFT},
               "summary": summary, "photos": rows}
-    (out / "scores.json").write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
+    write_text(out / "scores.json", json_text(record, indent=2) + "\n")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .engine import Dehazer, DehazeResult, dehaze, load_model, pick_device
+from .devices import pick_device
+from .engine import Dehazer, dehaze, load_model
+from .run import DehazeResult
 
 __all__ = ["DehazeResult", "Dehazer", "__version__", "dehaze", "load_model", "pick_device"]

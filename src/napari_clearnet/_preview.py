@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import engine, io, physics
-from ._napari_commands import METADATA_KEY, Settings, channel_axis, check_layer, get_dehazer
+from . import physics
+from ._layers import METADATA_KEY, Settings, channel_axis, check_layer, get_dehazer
+from .arrays import describe_layout, frame_rgb, frames, to_float01
 
 __all__ = ["PREVIEW_SIDE", "LivePreview", "preview_frame"]
 
@@ -32,7 +33,7 @@ class Request:
 
 def current_frame(layer: Any, viewer: Any) -> int:
     """Index (row-major over the leading axes) of the frame of ``layer`` the viewer shows now."""
-    layout = io.describe_layout(tuple(layer.data.shape), channel_axis(layer))
+    layout = describe_layout(tuple(layer.data.shape), channel_axis(layer))
     if not layout.frames_shape:
         return 0
     point = tuple(viewer.dims.point)[-layer.ndim:]  # napari's layer.ndim leaves out an RGB axis
@@ -45,22 +46,16 @@ def preview_frame(layer: Any, settings: Settings, frame: int = 0, side: int = PR
     """Frame ``frame`` of ``layer`` reduced to long side ``side`` and dehazed with ``settings``:
     float32 (h, w, 3) in [0, 1] (grey inputs come back grey, (h, w))."""
     check_layer(layer)
-    layout = io.describe_layout(tuple(layer.data.shape), channel_axis(layer))
-    data = layer.data
-    if layout.channel_axis is not None and layout.channel_axis != data.ndim - 1:
-        data = np.moveaxis(np.asarray(data), layout.channel_axis, -1)
-    tail = (layout.height, layout.width) + ((layout.channels,) if layout.channels else ())
-    raw = np.asarray(data.reshape((layout.n_frames, *tail))[frame])
-    rgb = engine.frame_rgb(io.to_float01(raw), layout.channels)
+    layout = describe_layout(tuple(layer.data.shape), channel_axis(layer))
+    raw = np.asarray(frames(layer.data, layout)[frame])
+    rgb = frame_rgb(to_float01(raw), layout.channels)
     h, w = rgb.shape[:2]
     s = min(1.0, side / max(h, w))
     size = (max(1, round(h * s)), max(1, round(w * s)))
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     small = physics.resize(x, size)[0].permute(1, 2, 0).clamp(0, 1).contiguous().numpy()
     dehazer = get_dehazer(settings.method, settings.model, settings.device)
-    a = None if settings.airlight is None else np.asarray(settings.airlight)
-    res = dehazer.run_frame(small, airlight=a, t0=settings.t0, sky_protection=settings.sky_protection,
-                            strength=settings.strength)
+    res = dehazer.dehaze(small, **settings.run_options())
     return res.image if layout.channels >= 3 else res.image.mean(-1)
 
 

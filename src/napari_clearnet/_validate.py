@@ -1,6 +1,9 @@
-"""Checks every entry point shares: numbers, dataclass configs, and JSON that stays valid JSON.
+"""Checks every entry point shares: option names in messages, numbers, the dehazing parameters,
+dataclass configs, and JSON that stays valid JSON.
 
-One mechanism per class of mistake: a config (training YAML, the ClearNet config inside a weights
+Messages name an option the way the caller spelled it: ``sky_protection`` when Python called,
+``--sky-protection`` inside :func:`cli_spelling` (the command line). One mechanism per class of
+mistake: a config (training YAML, the ClearNet config inside a weights
 file) is checked field by field against its dataclass annotations plus an explicit range table, so
 a wrong type or an out-of-range value is a one-line ``ValueError`` naming the field, before
 anything is allocated or trained. JSON we write goes through :func:`json_text`, which writes
@@ -10,25 +13,71 @@ JSON).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "MAX_STRENGTH",
     "MODEL_RANGES",
     "Interval",
+    "check_airlight",
     "check_config",
     "check_number",
+    "check_sky_protection",
+    "check_strength",
+    "check_t0",
+    "cli_spelling",
     "finite_or_none",
     "json_text",
+    "option",
 ]
+
+
+# ----------------------------------------------------------------------------------------- spelling
+_CLI = contextvars.ContextVar("napari_clearnet_cli_spelling", default=False)
+#: options a message names with a value or a phrase: (Python API, command line)
+_PHRASES = {
+    "value_range_hint": ("value_range=(low, high)", "--value-range LOW,HIGH"),
+    "value_range_01_hint": ("value_range=(0, 1)", "--value-range 0,1"),
+    "value_range_255_hint": ("value_range=(0, 255)", "--value-range 0,255"),
+    "channel_axis_none": ("channel_axis=None", "--channel-axis none"),
+    "overwrite": ("overwrite=True", "--overwrite"),
+    "skip_existing": ("skip_existing=True", "--skip-existing"),
+    "out_dir": ("out_dir", "-o"),
+}
+
+
+def option(key: str, value: Any = None) -> str:
+    """How a message names an option: the Python argument, or inside :func:`cli_spelling` the
+    command-line flag (``option("sky_protection")`` -> ``sky_protection`` / ``--sky-protection``;
+    ``option("channel_axis", 0)`` -> ``channel_axis=0`` / ``--channel-axis 0``)."""
+    cli = _CLI.get()
+    if key in _PHRASES:
+        return _PHRASES[key][cli]
+    if cli:
+        flag = "--" + key.replace("_", "-")
+        return flag if value is None else f"{flag} {value}"
+    return key if value is None else f"{key}={value!r}"
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Messages raised inside name command-line flags instead of Python arguments."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
 
 
 # --------------------------------------------------------------------------------------------- JSON
@@ -112,6 +161,52 @@ def check_number(
                 raise ValueError(f"{name} must be {iv.lo:g}, got {value!r}")
             raise ValueError(f"{name} must be in {iv}, got {value!r}")
     return v
+
+
+# ------------------------------------------------------------------------------ dehazing parameters
+#: the largest haze strength accepted (3 = three times the estimated optical depth)
+MAX_STRENGTH = 3.0
+
+
+def check_t0(t0: Any) -> float | None:
+    """``t0`` (the lower bound of t in the recovery): None, or a finite number in [0, 1]."""
+    return check_number(t0, option("t0"), "[0, 1]", allow_none=True)
+
+
+def check_strength(strength: Any) -> float:
+    """A haze strength in [0, MAX_STRENGTH] (0 = no change, 1 = as estimated)."""
+    try:
+        ok = 0.0 <= float(strength) <= MAX_STRENGTH
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{option('strength')} must be a number in [0, {MAX_STRENGTH:g}] (0 = no change, 1 = the "
+            f"model's estimate, >1 = more), got {strength!r}"
+        )
+    return float(strength)
+
+
+def check_sky_protection(k: Any) -> float:
+    """A sky protection K in [0, 1] (0 = off)."""
+    name = option("sky_protection")
+    v = check_number(k, name)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] (0 = off, 0.1-0.2 typical), got {k}")
+    return v
+
+
+def check_airlight(airlight: Any) -> np.ndarray:
+    """A fixed airlight A: one or three finite numbers in (0, 1], as three float32 values."""
+    try:
+        a = np.asarray(airlight, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        a = np.zeros(0, np.float32)
+    if a.size == 1:
+        a = np.repeat(a, 3)
+    if a.size != 3 or not np.isfinite(a).all() or a.min() <= 0 or a.max() > 1:
+        raise ValueError(f"{option('airlight')} must be one or three numbers in (0, 1], got {airlight!r}")
+    return a
 
 
 # ------------------------------------------------------------------------------------------ configs

@@ -44,7 +44,7 @@ def _fail(message: str) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     try:
-        entries = w.registry(args.registry)
+        entries = w.list_models(args.registry)
         rows = []
         for e in entries:
             local = w.cached_path(e)

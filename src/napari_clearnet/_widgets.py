@@ -1,9 +1,10 @@
-"""The napari dock widgets: Dehaze, Transmission map, Airlight and Compare.
+"""The napari dock widgets: Dehaze, Transmission map and Airlight (Compare: ``_compare.py``).
 
-Thin on purpose: each widget collects settings, runs :func:`._napari_commands.run_layer` in a
-napari generator worker (per-frame progress, Cancel through ``worker.quit()``) and adds the
-layers it returns on the GUI thread, so a cancelled or failed run leaves no partial layer.
-Closing the viewer quits a running worker, and its late signals then touch no deleted widget.
+Thin on purpose: each widget collects settings, runs :func:`._layers.run_layer` in a napari
+generator worker (per-frame progress in the panel and in napari's activity dock, download bytes
+in the dock, Cancel through ``worker.quit()``) and adds the layers it returns on the GUI thread,
+so a cancelled or failed run leaves no partial layer. Closing the viewer quits a running worker,
+and its late signals then touch no deleted widget.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
-    Table,
 )
 from napari.layers import Image
 from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from . import io, metrics, weights
-from ._napari_commands import (
+from . import weights
+from ._activity import DownloadProgress
+from ._layers import (
     LayerRun,
     Settings,
     add_outputs,
@@ -36,19 +38,22 @@ from ._napari_commands import (
     get_dehazer,
     output_layers,
     run_layer,
+    show_progress,
 )
 from ._preview import LivePreview
+from .arrays import describe_layout
+from .choices import METHOD_TITLES
+from .devices import available_devices
 from .engine import DEFAULT_SKY_PROTECTION
+from .run import Progress
 
-__all__ = ["AirlightWidget", "CompareWidget", "DehazeWidget", "TransmissionWidget", "grid_of"]
-
-METHOD_CHOICES = [("ClearNet", "clearnet"), ("Dark Channel Prior", "dcp")]
+__all__ = ["AirlightWidget", "DehazeWidget", "TransmissionWidget"]
 
 
-def model_choices(_widget: Any = None) -> list[tuple[str, str]]:
+def model_choices() -> list[tuple[str, str]]:
     """Registry models, labelled with whether they are ready or need a download."""
     out = []
-    for entry in weights.registry():
+    for entry in weights.list_models():
         if entry.bundled:
             state = "bundled"
         elif weights.cached_path(entry) is not None:
@@ -56,19 +61,6 @@ def model_choices(_widget: Any = None) -> list[tuple[str, str]]:
         else:
             state = f"download {entry.size / 1e6:.1f} MB"
         out.append((f"{entry.name} ({state})", entry.name))
-    return out
-
-
-def device_choices() -> list[str]:
-    """Only devices that exist here: 'auto' and the CPU always, CUDA/MPS when available."""
-    import torch
-
-    out = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        out.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
     return out
 
 
@@ -81,6 +73,11 @@ def _spin(label: str, value: float, lo: float, hi: float, step: float = 0.01, **
     return FloatSpinBox(label=label, value=value, min=lo, max=hi, step=step, **kw)
 
 
+def image_layers(viewer: Any) -> list[tuple[str, Image]]:
+    """The viewer's Image layers as (name, layer) choices."""
+    return [(lay.name, lay) for lay in viewer.layers if isinstance(lay, Image)]
+
+
 class _Panel(Container):
     """Shared parts: input layer, method/model/device, Run/Cancel, progress and the worker."""
 
@@ -90,15 +87,20 @@ class _Panel(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
+        self.activity: Any = None  # the run's bar in napari's activity dock
         self._closed = False  # the Qt widget is gone (viewer closed): touch no widget, add nothing
-        self.input = ComboBox(label="input", choices=self._image_layers, nullable=True)
-        self.method = ComboBox(label="method", choices=METHOD_CHOICES, value="clearnet")
-        names = [entry.name for entry in weights.registry()]
+        self.input = ComboBox(label="input", choices=lambda _w: image_layers(self.viewer), nullable=True)
+        self.method = ComboBox(label="method", choices=[(v, k) for k, v in METHOD_TITLES.items()],
+                               value="clearnet")
+        # read once, and again after a run (a download changes a label): napari asks for the
+        # choices on every layer event, and the registry is a file with checksums behind it
+        self._models = model_choices()
+        names = [name for _, name in self._models]
         # a registry of your own (CLEARNET_REGISTRY) need not hold the bundled default
         default = weights.DEFAULT_MODEL if weights.DEFAULT_MODEL in names or not names else names[0]
-        self.model = ComboBox(label="model", choices=model_choices, value=default,
+        self.model = ComboBox(label="model", choices=lambda _w: self._models, value=default,
                               tooltip="models marked 'download' are fetched from the Hugging Face Hub")
-        self.device = ComboBox(label="device", choices=device_choices(), value="auto")
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.method.changed.connect(lambda v: setattr(self.model, "enabled", v == "clearnet"))
         self.extend([self.input, self.method, self.model, self.device])
         self._add_controls()
@@ -117,6 +119,11 @@ class _Panel(Container):
             sel = [lay for lay in napari_viewer.layers.selection if isinstance(lay, Image)]
             if sel:
                 self.input.value = sel[0]
+
+    def refresh_models(self) -> None:
+        """Read the registry and the cache again (after a download, or a new registry)."""
+        self._models = model_choices()
+        self.model.reset_choices()
 
     # --------------------------------------------------------------- for subclasses
     def _add_controls(self) -> None:
@@ -137,9 +144,6 @@ class _Panel(Container):
                       "its results were added anyway")
 
     # --------------------------------------------------------------- running
-    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image)]
-
     @property
     def running(self) -> bool:
         return self.worker is not None
@@ -156,6 +160,7 @@ class _Panel(Container):
             check_layer(layer)
             settings = settings or self._settings()
             outputs = self._outputs()
+            n = describe_layout(tuple(layer.data.shape), -1 if layer.rgb else None).n_frames
         except ValueError as exc:
             show_error(f"napari-clearnet: {exc}")
             return None
@@ -164,6 +169,7 @@ class _Panel(Container):
                    "aborted": self._on_aborted, "finished": self._on_finished}
         worker = create_worker(self._job, layer, settings, outputs, _connect=connect, _start_thread=False)
         self.worker = worker
+        self.activity = progress(total=n, desc=f"dehazing {layer.name} ({settings.label})")
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self.progress.visible = True
@@ -173,11 +179,10 @@ class _Panel(Container):
         return worker
 
     @staticmethod
-    def _job(
-        layer: Any, settings: Settings, outputs: list[str]
-    ) -> Generator[tuple[int, int], None, LayerRun]:
+    def _job(layer: Any, settings: Settings, outputs: list[str]) -> Generator[Progress, None, LayerRun]:
         try:
-            dehazer = get_dehazer(settings.method, settings.model, settings.device)
+            dehazer = get_dehazer(settings.method, settings.model, settings.device,
+                                  tqdm_class=DownloadProgress)
             run = yield from run_layer(layer, dehazer, settings, with_raw="raw transmission" in outputs,
                                        with_sources="airlight" in outputs)
         except RuntimeError as exc:  # e.g. torch's out-of-memory errors
@@ -198,21 +203,21 @@ class _Panel(Container):
             self.worker.quit()
 
     def _on_progress(self, value: tuple[int, int]) -> None:
-        if self._closed:
-            return
         done, total = value
-        self.progress.max = total
-        self.progress.value = done
-        self.status.value = f"frame {done}/{total}" if total > 1 else ("done" if done else "working…")
+        if not self._closed:
+            self.progress.max = total
+            self.progress.value = done
+            self.status.value = f"frame {done}/{total}" if total > 1 else ("done" if done else "working…")
+        if self.activity is not None:  # last: napari's bar processes events, later frames may arrive
+            show_progress(self.activity, done, total)
 
     def _on_returned(self, run: LayerRun) -> None:
         if not self._closed:  # a closed viewer gets no layers
             self._done(run)
 
     def _on_aborted(self) -> None:
-        if self._closed:
-            return
-        self.status.value = "cancelled"
+        if not self._closed:
+            self.status.value = "cancelled"
 
     def _on_error(self, exc: BaseException) -> None:
         if self._closed:
@@ -224,12 +229,15 @@ class _Panel(Container):
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         if self._closed:
             return
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.visible = False
-        self.model.reset_choices()  # a download changes the model's 'cached' label
+        self.refresh_models()  # a download changes the model's 'cached' label
 
 
 class DehazeWidget(_Panel):
@@ -313,7 +321,7 @@ class TransmissionWidget(_Panel):
 
 
 class AirlightWidget(_Panel):
-    """Estimate A, show it and where it comes from; override it by hand and dehaze again."""
+    """Estimate A, show it and the pixels the method took it from; override it and dehaze again."""
 
     run_text = "Estimate airlight"
 
@@ -361,65 +369,6 @@ class AirlightWidget(_Panel):
                 box.value = round(float(v), 3)
 
 
-class CompareWidget(Container):
-    """Outputs side by side (grid mode) and their quality: PSNR/SSIM against a reference layer,
-    or no-reference haze measures when there is none."""
-
-    def __init__(self, napari_viewer: Any) -> None:
-        super().__init__(labels=True)
-        self.viewer = napari_viewer
-        self.grid_button = PushButton(text="Side by side (grid)")
-        self.grid_button.changed.connect(self.toggle_grid)
-        self.reference = ComboBox(label="reference", choices=self._image_layers, nullable=True, value=None,
-                                  tooltip="a clear image of the same scene; empty: no-reference measures")
-        self.measure_button = PushButton(text="Measure")
-        self.measure_button.changed.connect(self.measure)
-        self.table = Table(value={"data": [], "columns": []})
-        self.table.read_only = True
-        self.extend([self.grid_button, self.reference, self.measure_button, self.table])
-
-    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image)]
-
-    def toggle_grid(self, *_: Any) -> None:
-        grid = grid_of(self.viewer)
-        grid.enabled = not grid.enabled
-        self.grid_button.text = "Overlay (no grid)" if grid.enabled else "Side by side (grid)"
-
-    def measure(self, *_: Any) -> dict[str, dict[str, float | str]]:
-        """Measure every image layer (stacks: mean over frames); returns and shows the table."""
-        ref = self.reference.value
-        rows: dict[str, dict[str, float | str]] = {}
-        for lay in self.viewer.layers:
-            if not isinstance(lay, Image) or lay is ref or lay.multiscale:
-                continue
-            try:
-                frames = _frames01(lay)
-                if ref is None:
-                    vals = [metrics.haze_measures(f) for f in frames]
-                    rows[lay.name] = {k: round(float(np.mean([v[k] for v in vals])), 4) for k in vals[0]}
-                else:
-                    ref_frames = _frames01(ref)
-                    if len(ref_frames) not in (1, len(frames)) or ref_frames[0].shape != frames[0].shape:
-                        rows[lay.name] = {"psnr": "n/a", "ssim": "n/a",
-                                          "note": f"shape differs from {ref.name!r}"}
-                        continue
-                    pairs = [(f, ref_frames[min(i, len(ref_frames) - 1)]) for i, f in enumerate(frames)]
-                    with np.errstate(divide="ignore"):  # identical images: PSNR is inf, not a warning
-                        psnr = float(np.mean([metrics.psnr(f, r) for f, r in pairs]))
-                    rows[lay.name] = {
-                        "psnr": round(psnr, 3),
-                        "ssim": round(float(np.mean([metrics.ssim(f, r) for f, r in pairs])), 4),
-                    }
-            except ValueError as exc:
-                rows[lay.name] = {"note": str(exc)}
-        columns = sorted({k for r in rows.values() for k in r}, key=["psnr", "ssim", "dark_channel",
-                         "contrast", "saturation", "note"].index)
-        self.table.value = {"data": [[r.get(c, "") for c in columns] for r in rows.values()],
-                            "index": list(rows), "columns": columns}
-        return rows
-
-
 def _start_message(settings: Settings) -> str:
     """Say up front when the first run will download a model (it can take a while)."""
     if settings.method != "clearnet":
@@ -432,20 +381,3 @@ def _start_message(settings: Settings) -> str:
     if not entry.bundled and weights.cached_path(entry) is None:
         return f"downloading {name} ({entry.size / 1e6:.1f} MB) from the Hugging Face Hub…"
     return "loading the model…"
-
-
-def grid_of(viewer: Any) -> Any:
-    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before)."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
-
-
-def _frames01(layer: Image) -> list[np.ndarray]:
-    """A layer's frames as float32 (H, W) or (H, W, 3) in [0, 1] (alpha dropped)."""
-    data = np.asarray(layer.data)
-    layout = io.describe_layout(data.shape, -1 if layer.rgb else None)
-    tail = (layout.height, layout.width) + ((layout.channels,) if layout.channels else ())
-    frames = io.to_float01(data.reshape((layout.n_frames, *tail)), io.pixel_range(data, layout))
-    if layout.channels:
-        frames = frames[..., :3]
-    return list(frames)

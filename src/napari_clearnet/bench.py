@@ -106,7 +106,7 @@ def _worker(
     import numpy as np
     import torch
 
-    from . import engine, physics
+    from . import devices, engine, physics
 
     image = _test_image(frames, height, width)
     if method == "original":
@@ -116,7 +116,7 @@ def _worker(
         mod = importlib.util.module_from_spec(spec)
         assert spec.loader is not None
         spec.loader.exec_module(mod)
-        dev = engine.pick_device(device)
+        dev = devices.pick_device(device)
         net = mod.OriginalAttentionUNet().to(dev).eval()
 
         @torch.inference_mode()
@@ -337,7 +337,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     log = None if args.json else (lambda line: print(line, flush=True))
     if log is not None:
-        from .engine import pick_device
+        from .devices import pick_device
 
         try:
             for line in format_header(machine_info(str(pick_device(args.device))), args.repeats):
@@ -355,18 +355,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.markdown:
         print(format_markdown(report))
     if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
+        from .files import write_text
+
         try:
-            tmp.write_text(text + "\n")
-            os.replace(tmp, out)
+            write_text(args.output, text + "\n")
         except OSError as exc:
-            print(f"bench: cannot write --output {out}: {exc.strerror or exc} (the results are "
+            print(f"bench: cannot write --output {args.output}: {exc.strerror or exc} (the results are "
                   "printed above)", file=sys.stderr)
             return 1
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return 0
 
 

@@ -10,10 +10,13 @@ import argparse
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["Terminated", "build_parser", "main", "terminating_signals"]
+from ._validate import cli_spelling
+from .choices import BIT_DEPTHS, FORMATS, METHODS
+
+__all__ = ["Terminated", "build_parser", "main", "run_command", "terminating_signals"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -83,7 +86,7 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                    help="output folder (created if needed)")
-    p.add_argument("--method", choices=("clearnet", "dcp"), default="clearnet",
+    p.add_argument("--method", choices=METHODS, default=METHODS[0],
                    help="ClearNet (default) or the classic Dark Channel Prior")
     p.add_argument("--model", metavar="NAME_OR_PATH", default=None,
                    help="registry name, .safetensors path or hf://ORG/REPO/FILE (default: bundled model)")
@@ -98,9 +101,9 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-airlight", action="store_true",
                    help="also write <stem>_airlight.json with A and provenance")
     p.add_argument("--suffix", default="_dehazed", help="added to each output name (default: _dehazed)")
-    p.add_argument("--format", choices=("png", "jpg", "tif", "same"), default="same",
+    p.add_argument("--format", choices=FORMATS, default="same",
                    help="output format (default: same as the input)")
-    p.add_argument("--bit-depth", choices=("8", "16", "same"), default="same",
+    p.add_argument("--bit-depth", choices=BIT_DEPTHS, default="same",
                    help="8, 16 (PNG/TIFF only) or same as the input (default)")
     p.add_argument("--quality", type=int, default=None, metavar="Q",
                    help="JPEG/WebP quality 1-100 (default: JPEG 95, WebP lossless)")
@@ -122,15 +125,16 @@ def _run_dehaze(args: argparse.Namespace) -> int:
     from .batch import BatchError, BatchOptions, dehaze_files
 
     try:
-        opts = BatchOptions(
-            method=args.method, model=args.model, device=args.device, suffix=args.suffix,
-            format=args.format, bit_depth=args.bit_depth, overwrite=args.overwrite,
-            skip_existing=args.skip_existing, save_transmission=args.save_transmission,
-            save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
-            channel_axis=args.channel_axis, value_range=args.value_range,
-            strength=args.strength,
-        )
-        report = dehaze_files(args.inputs, args.output, opts, progress=False if args.no_progress else None)
+        with cli_spelling():  # messages name --flags, not Python arguments
+            opts = BatchOptions(
+                method=args.method, model=args.model, device=args.device, suffix=args.suffix,
+                format=args.format, bit_depth=args.bit_depth, overwrite=args.overwrite,
+                skip_existing=args.skip_existing, save_transmission=args.save_transmission,
+                save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
+                channel_axis=args.channel_axis, value_range=args.value_range, strength=args.strength,
+            )
+            progress = False if args.no_progress else None  # None: a bar on a terminal only
+            report = dehaze_files(args.inputs, args.output, opts, progress=progress)
     except BatchError as exc:
         print(f"clearnet dehaze: error: {exc}", file=sys.stderr)
         return 2
@@ -169,11 +173,6 @@ def _run_bench(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-def _not_ready(args: argparse.Namespace) -> int:  # replaced as each subcommand lands
-    print(f"clearnet {args.command}: not available in this build", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -188,18 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(func: Callable[[], int | None]) -> int:
+    """Run a command's work with terminating signals cleaned up like Ctrl-C; returns the exit
+    status (128+N after signal N, 130 after Ctrl-C). ``python -m training`` runs through it too."""
     try:
         with terminating_signals():
-            return int(args.func(args) or 0)
+            return int(func() or 0)
     except Terminated as exc:
         print(exc.reason, file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

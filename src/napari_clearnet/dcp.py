@@ -13,7 +13,7 @@ import torch
 
 from . import physics
 
-__all__ = ["DCPParams", "estimate"]
+__all__ = ["DCPParams", "airlight_sources", "estimate", "estimate_with_sources"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,26 @@ def estimate(
     Returns ``(t_raw, t, A)``: the blocky raw transmission, the guided-filter refined one
     (both (B, 1, H, W) in [0, 1]) and A (B, 3).
     """
+    return estimate_with_sources(image, params, airlight)[:3]
+
+
+def estimate_with_sources(
+    image: torch.Tensor, params: DCPParams = DCPParams(), airlight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`estimate`, and the (B, k) flat indices of the pixels A was estimated from (the most
+    haze-opaque first; None when ``airlight`` was given)."""
     dark = physics.dark_channel(image, params.patch)
+    sources = None
     if airlight is None:
-        airlight = physics.airlight_top_dark(image, dark, params.top_fraction, params.airlight_rule)
+        sources = physics.top_dark_indices(dark, params.top_fraction)
+        airlight = physics.airlight_top_dark(image, dark, params.top_fraction, params.airlight_rule, sources)
     t_raw = physics.transmission_from_dark(image, airlight, params.omega, params.patch)
     t_raw = physics.sky_tolerance(t_raw, image, airlight, params.sky_k)
     r = params.radius_for(*image.shape[-2:])
     t = physics.guided_filter(image, t_raw, r, params.guided_eps).clamp(0.0, 1.0)
-    return t_raw, t, airlight
+    return t_raw, t, airlight, sources
+
+
+def airlight_sources(image: torch.Tensor, params: DCPParams) -> torch.Tensor:
+    """The (B, k) flat indices of the pixels :func:`estimate` takes A from, without the rest."""
+    return physics.top_dark_indices(physics.dark_channel(image, params.patch), params.top_fraction)

@@ -24,6 +24,7 @@ __all__ = [
     "recover",
     "resize",
     "sky_tolerance",
+    "top_dark_indices",
     "transmission_from_dark",
     "upsample_linear",
 ]
@@ -93,19 +94,28 @@ def dark_channel(image: torch.Tensor, patch: int = 15) -> torch.Tensor:
     return _min_filter(image.amin(1, keepdim=True), patch | 1)
 
 
+def top_dark_indices(dark: torch.Tensor, fraction: float = 0.001) -> torch.Tensor:
+    """(B, k) flat indices of the top ``fraction`` of dark-channel pixels, the most haze-opaque
+    first: the pixels the atmospheric light is estimated from."""
+    flat_dark = dark.reshape(dark.shape[0], -1)
+    k = max(1, round(flat_dark.shape[1] * fraction))
+    return flat_dark.topk(k, dim=1).indices
+
+
 def airlight_top_dark(
-    image: torch.Tensor, dark: torch.Tensor, fraction: float = 0.001, rule: str = "mean"
+    image: torch.Tensor, dark: torch.Tensor, fraction: float = 0.001, rule: str = "mean",
+    indices: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Atmospheric light from the most haze-opaque pixels (the brightest of the dark channel).
 
     ``rule="mean"`` averages the image over the top ``fraction`` of dark-channel pixels, which is
     stabler than He et al.'s single brightest pixel (``rule="brightest"``) against white objects
-    and noise. Returns (B, C) in [0, 1].
+    and noise. ``indices``: those pixels, if :func:`top_dark_indices` already found them.
+    Returns (B, C) in [0, 1].
     """
     b, c = image.shape[:2]
-    flat_dark = dark.reshape(b, -1)
-    k = max(1, round(flat_dark.shape[1] * fraction))
-    idx = flat_dark.topk(k, dim=1).indices  # (B, k)
+    idx = top_dark_indices(dark, fraction) if indices is None else indices  # (B, k)
+    k = idx.shape[1]
     flat = image.reshape(b, c, -1)
     picked = flat.gather(2, idx.unsqueeze(1).expand(b, c, k))  # (B, C, k)
     if rule == "mean":

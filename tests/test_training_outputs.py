@@ -1,5 +1,6 @@
-"""training/: a few steps on tiny generated hazy images, exact resume, export loaded by the
-plugin, a 2-process DDP run, evaluation on a tiny paired folder, and the data layouts."""
+"""training/export.py, evaluate.py, photos.py and ``python -m training``: exports load in the
+plugin with identical outputs and a ModelCard; evaluation and the sky check write valid reports;
+the README's commands run as written; no traceback (issue 12: F10, F27, F37)."""
 
 from __future__ import annotations
 
@@ -13,109 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from _common import REPO, TINY, strict_json, train_cli, training_config, write_hazy
 
 import napari_clearnet
-from napari_clearnet import io, physics, weights
+from napari_clearnet import io, weights
 from training.__main__ import main as training_main
-from training.config import load_config
-from training.data import HazyCrops, find_hazy_images, find_pairs, read_ids_file, split_train_val
-from training.export import ema_model, export
-from training.train import TrainOptions, load_checkpoint, train
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "training" / "configs" / "tiny.yaml"
-
-
-def _write_hazy(folder: Path, n: int, seed: int = 0, gt: Path | None = None) -> None:
-    """Hazy images made with the scattering model (depth grows towards the top), RESIDE naming."""
-    folder.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    for i in range(n):
-        j = 0.1 + 0.8 * torch.rand(1, 3, 48, 64, generator=g)
-        t = torch.linspace(0.3, 0.9, 48).reshape(1, 1, 48, 1).expand(1, 1, 48, 64)
-        a = torch.tensor([[0.8, 0.82, 0.85]])
-        hazy = physics.haze(j, t, a)[0].permute(1, 2, 0).numpy()
-        io.write_image(folder / f"{1000 + i}_1.png", hazy)
-        if gt is not None:
-            gt.mkdir(parents=True, exist_ok=True)
-            io.write_image(gt / f"{1000 + i}.png", j[0].permute(1, 2, 0).numpy())
-
-
-@pytest.fixture(scope="module")
-def hazy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hazy")
-    _write_hazy(root / "hazy", 10)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pairs")
-    _write_hazy(root / "hazy", 3, seed=1, gt=root / "gt")
-    return root
-
-
-def _train(
-    data: Path, out: Path, steps: int, resume: Path | None = None, pairs: Path | None = None,
-    stop_at: int | None = None,
-) -> dict:
-    return train(load_config(TINY), TrainOptions(
-        data=[str(data)], out=str(out), max_steps=steps, device="cpu", stop_at=stop_at,
-        resume=str(resume) if resume else None, val_pairs=str(pairs) if pairs else None, progress=False,
-    ))
-
-
-@pytest.fixture(scope="module")
-def full_run(hazy_dir: Path, pairs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run_full")
-    _train(hazy_dir, out, 4, pairs=pairs_dir)
-    return out
-
-
-def test_train_writes_checkpoints_record_and_tensorboard(full_run: Path) -> None:
-    rec = json.loads((full_run / "run.json").read_text())
-    assert rec["steps"] == 4 and rec["n_train_images"] + rec["n_val_images"] == 10
-    assert [h["step"] for h in rec["history"]] == [0, 2, 4]
-    assert all(np.isfinite(h["val/psnr"]) and np.isfinite(h["val/pseudo_total"]) for h in rec["history"])
-    best = json.loads((full_run / "best.json").read_text())
-    assert best["measure"].startswith("val/psnr")
-    assert best["value"] == max(h["val/psnr"] + 1e-3 * h["val/ssim"] for h in rec["history"])
-    assert load_checkpoint(full_run / "best.pt")["step"] == best["step"]
-    assert any((full_run / "tensorboard").glob("events.out.tfevents.*"))
-
-
-def test_resume_continues_exactly(full_run: Path, hazy_dir: Path, pairs_dir: Path, tmp_path: Path) -> None:
-    _train(hazy_dir, tmp_path, 4, pairs=pairs_dir, stop_at=2)  # an interrupted 4-step run
-    half = load_checkpoint(tmp_path / "last.pt")
-    assert half["step"] == 2
-    _train(hazy_dir, tmp_path, 4, resume=tmp_path / "last.pt", pairs=pairs_dir)
-    resumed, straight = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(full_run / "last.pt")
-    assert resumed["step"] == 4
-    # optimiser state restored: Adam's step counter continues from 2, not from 0
-    assert all(float(s["step"]) == 4 for s in resumed["optimizer"]["state"].values())
-    # the per-image head keeps its larger learning rate through the schedule and the resume
-    trunk, head = resumed["optimizer"]["param_groups"]
-    assert head["lr"] == pytest.approx(10 * trunk["lr"]) and trunk["lr"] > 0
-    for key in ("model", "ema"):
-        for name, value in straight[key].items():
-            assert torch.equal(resumed[key][name], value), f"{key}.{name} differs after resume"
-
-
-def test_frozen_heads_stay_zero_and_the_haze_amount_learns(hazy_dir: Path, tmp_path: Path) -> None:
-    """The shipped recipe trains only the per-image haze amount: the per-pixel correction
-    (train_residual: false) and the airlight correction (no term involves A: pseudo_airlight and
-    the physics losses at 0) must stay exactly 0."""
-    cfg = load_config(TINY)
-    cfg.optim.train_residual = False
-    for term in ("pseudo_airlight", "dark_channel", "color_constancy", "tv", "exposure"):
-        setattr(cfg.loss, term, 0.0)
-    opts = TrainOptions(data=[str(hazy_dir)], out=str(tmp_path), max_steps=3, device="cpu", progress=False)
-    train(cfg, opts)
-    state = load_checkpoint(tmp_path / "last.pt")["model"]
-    assert not state["t_head.weight"].any() and not state["t_head.bias"].any()
-    last_w, last_b = state["global_head.2.weight"], state["global_head.2.bias"]
-    assert not last_w[1:4].any() and not last_b[1:4].any()  # airlight rows
-    assert last_w[0].any()  # the haze-amount row learned
+from training.data import read_ids_file
+from training.export import ema_model, export, export_hub_folder
+from training.train import load_checkpoint
 
 
 def test_export_loads_in_the_plugin_with_identical_outputs(full_run: Path, tmp_path: Path) -> None:
@@ -142,7 +49,7 @@ def test_export_bundle_updates_registry(
     wdir = tmp_path / "weights"
     wdir.mkdir()
     shutil.copy(weights.bundled_dir() / "registry.json", wdir / "registry.json")
-    monkeypatch.setattr(weights, "bundled_dir", lambda: wdir)
+    monkeypatch.setattr(weights.registry, "bundled_dir", lambda: wdir)
     res = export(full_run / "best.pt", tmp_path / "hub", name="clearnet-default", bundle=True)
     entry = next(m for m in json.loads((wdir / "registry.json").read_text())["models"]
                  if m["name"] == "clearnet-default")
@@ -150,7 +57,50 @@ def test_export_bundle_updates_registry(
     assert res["bundled"] == str(target)
     assert res["sha256"] == weights.sha256_file(target)  # the bundled file is the Hub folder's file
     assert entry["sha256"] == weights.sha256_file(target) and entry["size"] == target.stat().st_size
-    assert entry["config"]["widths"] == [4, 8] and entry["bundled"] is True
+    assert "config" not in entry and entry["bundled"] is True
+    assert weights.read_weights(target)[1].widths == (4, 8)  # the config comes with the file
+
+
+def test_export_refuses_non_finite_weights(hazy: Path, tmp_path: Path, capsys) -> None:  # F10
+    assert train_cli(TINY, hazy, tmp_path / "run", "--max-steps", "2") == 0
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    for v in ck["ema"].values():
+        if v.is_floating_point():
+            v.fill_(float("nan"))
+    torch.save(ck, tmp_path / "nan.pt")
+    assert training_main(["export", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "hub")]) == 2
+    assert "NaN or infinite" in capsys.readouterr().err
+    assert not (tmp_path / "hub").exists()
+
+
+def test_export_hub_folder(tmp_path: Path, tiny_file: Path) -> None:
+    out = export_hub_folder(
+        tiny_file, tmp_path / "hub", name="clearnet-tiny", repo_id="me/clearnet-tiny",
+        training_data="64 real hazy photos", metrics={"PSNR (dB)": 20.1, "SSIM": 0.85},
+        tags=["dehazing"],
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "clearnet-tiny.safetensors", "config.json", "registry-entry.json"]
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "bsd-3-clause" and front["library_name"] == "napari-clearnet"
+    assert {"dehazing", "napari", "image-dehazing"} <= set(front["tags"])
+    for section in ("## Training data", "## Metrics", "## Licence", "64 real hazy photos", "| SSIM | 0.85 |",
+                    "hf://me/clearnet-tiny/clearnet-tiny.safetensors"):
+        assert section in card
+    entry = json.loads((out / "registry-entry.json").read_text())
+    assert "config" not in entry  # the config travels in the weights file and config.json
+    reg = tmp_path / "registry.json"
+    reg.write_text(json.dumps({"models": [entry]}))
+    (e,) = weights.list_models(reg)
+    weights.verify_file(out / "clearnet-tiny.safetensors", e)  # the record matches the file
+    assert e.sha256 in card
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["clearnet_config"]["widths"] == [4, 8]
+    with pytest.raises(weights.WeightsError, match="exists and is not empty"):
+        export_hub_folder(tiny_file, out, name="clearnet-tiny")
+    with pytest.raises(weights.WeightsError, match="model name"):
+        export_hub_folder(tiny_file, tmp_path / "x", name="bad name")
 
 
 def test_evaluate_writes_table_csv_and_grid(full_run: Path, pairs_dir: Path, tmp_path: Path) -> None:
@@ -183,7 +133,7 @@ def test_evaluate_reports_every_set_and_split_side_by_side(
     w = tmp_path / "m.safetensors"
     weights.save_weights(ema_model(load_checkpoint(full_run / "last.pt")), w)
     other = tmp_path / "other"
-    _write_hazy(other / "hazy", 2, seed=5, gt=other / "gt")
+    write_hazy(other / "hazy", 2, seed=5, gt=other / "gt")
     splits = tmp_path / "splits"
     splits.mkdir()
     for name, val, held in ((pairs_dir.name, ["1001"], ["1000", "1002"]), ("other", ["1000"], ["1001"])):
@@ -208,6 +158,19 @@ def test_evaluate_reports_every_set_and_split_side_by_side(
         val = set(read_ids_file(SPLITS_DIR / f"{name}-val.txt"))
         held = set(read_ids_file(SPLITS_DIR / f"{name}-heldout.txt"))
         assert val and held and not val & held, name
+
+
+def test_evaluate_writes_valid_json_for_an_identical_pair(tmp_path: Path) -> None:  # F37
+    root = tmp_path / "pairs"
+    write_hazy(root / "hazy", 2, seed=3, gt=root / "gt")
+    (root / "gt" / "1000.png").write_bytes((root / "hazy" / "1000_1.png").read_bytes())  # hazy == gt
+    rc = training_main(["evaluate", "--pairs", str(root), "--model", "clearnet-default", "--out",
+                        str(tmp_path / "ev"), "--device", "cpu"])
+    assert rc == 0
+    scores = strict_json(tmp_path / "ev" / "scores.json")
+    assert scores["rows"][0]["mean"]["hazy input"]["psnr"] is None  # infinite PSNR, written as null
+    assert "inf" in (tmp_path / "ev" / "scores.csv").read_text()
+    assert io.read_image(tmp_path / "ev" / "grid.png").ndim == 3
 
 
 def test_photos_sky_check_and_sheet(full_run: Path, tmp_path: Path) -> None:
@@ -240,42 +203,14 @@ def test_photos_sky_check_and_sheet(full_run: Path, tmp_path: Path) -> None:
                           "missing"]) == 2
 
 
-def test_ddp_two_processes_on_cpu(hazy_dir: Path, tmp_path: Path) -> None:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training", "train", "--config", str(TINY), "--data", str(hazy_dir),
-           "--out", str(tmp_path / "ddp"), "--max-steps", "2", "--device", "cpu", "--no-progress"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rec = json.loads((tmp_path / "ddp" / "run.json").read_text())
-    assert rec["machine"]["world_size"] == 2 and rec["steps"] == 2
-    ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
-    assert ck["step"] == 2
-
-
-def test_data_layouts_split_and_bad_files(tmp_path: Path) -> None:
-    img = np.full((20, 30, 3), 0.5, np.float32)
-    for rel in ("SOTS/indoor/hazy/1400_1.png", "SOTS/indoor/gt/1400.png", "ITS/clear/1.png",
-                "ITS/hazy/1_1_0.9.png", "RTTS/JPEGImages/a.png", "HSTS/synthetic/GT/x.png",
-                "plain/sub/b.png"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        io.write_image(tmp_path / rel, img)
-    (tmp_path / "plain" / "broken.png").write_bytes(b"not an image")
-    items = find_hazy_images([tmp_path])
-    keys = [k for _, k in items]
-    assert not any("/gt/" in k or "/clear/" in k or "/GT/" in k for k in keys)
-    assert {f"{tmp_path.name}/ITS/hazy/1_1_0.9.png", f"{tmp_path.name}/RTTS/JPEGImages/a.png"} <= set(keys)
-    tr, va = split_train_val(items)
-    tr2, va2 = split_train_val(list(reversed(items)))
-    assert sorted(tr) == sorted(tr2) and sorted(va) == sorted(va2)
-    broken = next(p for p, _ in items if p.name == "broken.png")
-    ds = HazyCrops([broken, *(p for p, _ in items if p != broken)], 16, seed=0)
-    with pytest.warns(UserWarning, match="skipping unreadable"):
-        crops = [ds[n] for n in range(len(ds))]
-    assert all(c.shape == (3, 16, 16) for c in crops)
-    pairs = find_pairs(tmp_path / "SOTS" / "indoor")
-    assert [(p.id, p.gt.name) for p in pairs] == [("1400", "1400.png")]
+def test_the_cli_prints_no_traceback(hazy: Path, tmp_path: Path) -> None:  # F27
+    cfg = training_config(tmp_path, text="model: [unclosed\n")
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONPATH": path}
+    p = subprocess.run([sys.executable, "-m", "training", "train", "--config", str(cfg), "--data", str(hazy),
+                        "--out", str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "not valid YAML" in p.stderr
 
 
 def test_readme_training_section_runs_as_written(hazy_dir: Path, pairs_dir: Path, tmp_path: Path) -> None:
@@ -303,18 +238,40 @@ def test_readme_training_section_runs_as_written(hazy_dir: Path, pairs_dir: Path
     assert (tmp_path / "mine" / "hub" / "my-clearnet.safetensors").is_file()
 
 
+def test_hub_folder_files_get_normal_permissions(tmp_path: Path, tiny_file: Path) -> None:  # F33
+    old = os.umask(0o022)
+    try:
+        folder = export_hub_folder(tiny_file, tmp_path / "hub", name="w")
+    finally:
+        os.umask(old)
+    assert sorted(f.name for f in folder.iterdir()) == ["README.md", "config.json", "registry-entry.json",
+                                                       "w.safetensors"]  # no temporary file left
+    for f in folder.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f.name
+
+
+def test_model_card_is_a_huggingface_model_card(tmp_path: Path, tiny_file: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    folder = export_hub_folder(tiny_file, tmp_path / "hub", name="w", appendix="## Run record\n\nstep 4")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "bsd-3-clause" and card.data.library_name == "napari-clearnet"
+    assert card.data.pipeline_tag == "image-to-image" and "clearnet" in card.data.tags
+    assert card.text.rstrip().endswith("## Run record\n\nstep 4")
+
+
 def test_gpu_training_script_passes_its_cpu_smoke_test(tmp_path: Path) -> None:
     """scripts/train_gpu.sh, as written, on a tiny copy of the data layout: train (2 steps of the
     tiny recipe on the CPU), export, evaluate every paired set and sky-check the photos."""
     data = tmp_path / "data"
-    _write_hazy(data / "real-hazy" / "misc", 3, seed=1)
-    _write_hazy(data / "real-hazy-web" / "dawn-fog", 3, seed=2)
-    _write_hazy(data / "rgbd-train-hazy" / "hazy", 3, seed=3)
+    write_hazy(data / "real-hazy" / "misc", 3, seed=1)
+    write_hazy(data / "real-hazy-web" / "dawn-fog", 3, seed=2)
+    write_hazy(data / "rgbd-train-hazy" / "hazy", 3, seed=3)
     splits = tmp_path / "splits"
     splits.mkdir()
     for k, name in enumerate(("pairs-dev", "pairs-real/ihaze", "pairs-real/revide")):
         root = data / name
-        _write_hazy(root / "hazy", 2, seed=10 + k, gt=root / "gt")
+        write_hazy(root / "hazy", 2, seed=10 + k, gt=root / "gt")
         (splits / f"{root.name}-val.txt").write_text("1000\n")
         (splits / f"{root.name}-heldout.txt").write_text("1001\n")
     env = {**os.environ, "CLEARNET_SMOKE": "1", "DATA": str(data), "SPLITS_DIR": str(splits),

@@ -1,0 +1,395 @@
+"""Which files a batch reads and which it writes, planned as one set before any work.
+
+:func:`collect_inputs` expands files, folders and globs (recursive globs never follow links to
+folders, so link loops cannot hang it; every file is taken once; in the output folder our own
+outputs are not taken as inputs). :func:`plan_outputs` gives every input its output names:
+every name (image, transmission, airlight) is checked against every other output and every input,
+case-insensitively; names that would collide are made unique from each input's own path, so
+adding inputs does not move the others' names. Options that make an input's outputs collide with
+each other or replace the input are refused up front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._validate import option
+from .io import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from .batch import BatchOptions
+
+__all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "plan_outputs"]
+
+TRANSMISSION = "_transmission"
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+class BatchError(ValueError):
+    """The batch cannot start: bad options, no inputs, unusable output folder or weights."""
+
+
+@dataclass
+class Planned:
+    """One input and the files it will produce; ``error`` says why it cannot be processed."""
+
+    source: Path
+    image: Path
+    transmission: Path | None = None
+    airlight: Path | None = None
+    error: str | None = None
+
+    def outputs(self) -> list[Path]:
+        # the image is written last, so its presence means the whole set is complete
+        return [p for p in (self.transmission, self.airlight, self.image) if p is not None]
+
+
+
+# ---------------------------------------------------------------------------------- inputs
+def collect_inputs(
+    inputs: Iterable[str | os.PathLike], exclude_dir: Path | None = None, suffix: str = ""
+) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
+    """Expand files, folders (their image files, not recursive) and globs into a sorted list.
+
+    Returns ``(files, problems, excluded)``: a problem is ``(input, message)`` for an input that
+    matched nothing or is not a regular file. In ``exclude_dir`` (the output folder) files found
+    through a folder or a glob whose names look like our outputs are left out (``excluded``), so a
+    rerun into the input folder does not dehaze its own results; files named explicitly are always
+    taken. Recursive globs (``**``) never follow links to folders, so link loops cannot hang it,
+    and every file is taken once however many paths lead to it.
+    """
+    found: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    excluded: list[Path] = []
+    for raw in inputs:
+        text = os.fspath(raw)
+        p = Path(text).expanduser()
+        kind = _kind(p)
+        if kind == "dir":
+            found.extend(_folder_images(p, exclude_dir, suffix, excluded))
+        elif kind == "file":
+            found.append(p)
+        elif kind == "other":
+            problems.append((text, "not a regular file (a FIFO, socket or device); save the image to a "
+                                   "file first"))
+        elif glob.has_magic(text):
+            files: list[Path] = []
+            for hit in _glob(os.path.expanduser(text)):
+                hk = _kind(hit)
+                if hk == "file" and not hit.name.startswith("."):
+                    if _looks_like_output(hit, exclude_dir, suffix):
+                        excluded.append(hit)
+                    else:
+                        files.append(hit)
+                elif hk == "dir":
+                    files.extend(_folder_images(hit, exclude_dir, suffix, excluded))
+            if not files and not excluded:
+                problems.append((text, "no files match this pattern"))
+            found.extend(files)
+        else:
+            problems.append((text, "no such file or folder"))
+    unique: dict[Path, Path] = {}
+    for f in found:
+        unique.setdefault(f.resolve(), f)
+    return sorted(unique.values(), key=lambda q: str(q)), problems, sorted(set(excluded), key=str)
+
+
+def _kind(p: Path) -> str:
+    """'file', 'dir', 'other' (FIFO, socket, device: never opened) or 'missing'."""
+    try:
+        mode = p.stat().st_mode
+    except (OSError, ValueError):
+        return "missing"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "other"
+
+
+def _glob(pattern: str) -> Iterator[Path]:
+    """Like ``glob.glob(pattern, recursive=True)``, but ``**`` does not descend through links
+    to folders (two link loops made the standard one run for hours), and hidden names are only
+    matched by patterns that start with a dot."""
+    parts = Path(pattern).parts
+    i = 0
+    while i < len(parts) and not glob.has_magic(parts[i]):
+        i += 1
+    base = Path(*parts[:i]) if i else Path(".")
+    yield from _walk(base, list(parts[i:]), bool(i))
+
+
+def _walk(base: Path, comps: list[str], anchored: bool) -> Iterator[Path]:
+    def entries() -> list[os.DirEntry]:
+        try:
+            return sorted(os.scandir(base), key=lambda e: e.name)
+        except OSError:
+            return []
+
+    def child(name: str) -> Path:
+        return base / name if anchored else Path(name)
+
+    if not comps:
+        yield base
+        return
+    c, rest = comps[0], comps[1:]
+    if c == "**":
+        yield from _walk(base, rest, anchored)
+        for e in entries():
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                yield from _walk(child(e.name), comps, True)
+        return
+    if not glob.has_magic(c):
+        nxt = child(c)
+        if rest:
+            if nxt.is_dir():
+                yield from _walk(nxt, rest, True)
+        elif os.path.lexists(nxt):
+            yield nxt
+        return
+    for e in entries():
+        if e.name.startswith(".") and not c.startswith("."):
+            continue
+        if fnmatch.fnmatch(e.name, c):
+            if rest:
+                if e.is_dir():
+                    yield from _walk(child(e.name), rest, True)
+            else:
+                yield child(e.name)
+
+
+def _looks_like_output(f: Path, exclude_dir: Path | None, suffix: str) -> bool:
+    """In the output folder, a name like ``<stem>_transmission.*`` or ``<stem><suffix>.*``."""
+    if exclude_dir is None:
+        return False
+    try:
+        if f.parent.resolve() != exclude_dir.resolve():
+            return False
+    except OSError:
+        return False
+    return f.stem.endswith(TRANSMISSION) or bool(suffix and f.stem.endswith(suffix))
+
+
+def _folder_images(folder: Path, exclude_dir: Path | None, suffix: str, excluded: list[Path]) -> list[Path]:
+    out = []
+    try:
+        listing = sorted(folder.iterdir())
+    except OSError:
+        return out
+    for f in listing:
+        if f.name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or _kind(f) != "file":
+            continue
+        if _looks_like_output(f, exclude_dir, suffix):
+            excluded.append(f)
+            continue
+        out.append(f)
+    return out
+
+
+# ---------------------------------------------------------------------------------- outputs
+def _out_suffix(src: Path, fmt: str) -> str:
+    if fmt == "same":
+        s = src.suffix.lower()
+        return s if s in IMAGE_SUFFIXES else ".png"
+    return "." + fmt
+
+
+def _names(stem: str, src: Path, opts: BatchOptions) -> dict[str, str]:
+    """The output file names of one input, by role. The transmission map is a TIFF beside a TIFF
+    image (stacks need one) and a 16-bit PNG otherwise, so the name is known before reading."""
+    ext = _out_suffix(src, opts.format)
+    names = {"image": f"{stem}{opts.suffix}{ext}"}
+    if opts.save_transmission:
+        names["transmission"] = f"{stem}{TRANSMISSION}{'.tif' if ext in ('.tif', '.tiff') else '.png'}"
+    if opts.save_airlight:
+        names["airlight"] = f"{stem}_airlight.json"
+    return names
+
+
+def _path_hash(f: Path, n: int = 8) -> str:
+    return hashlib.sha256(os.fsencode(os.path.abspath(f))).hexdigest()[:n]
+
+
+def _dir_parts(f: Path) -> tuple[str, ...]:
+    parts = Path(os.path.abspath(f.parent)).parts
+    return tuple("root" if p == Path(p).anchor else p for p in parts) or ("root",)
+
+
+def _disambiguated(group: list[Path]) -> dict[Path, str]:
+    """New stems for inputs whose outputs would share a name, each made from the input's own
+    path: the source extension when they sit in one folder (``y_png``, ``y_jpg``), and as few
+    trailing folder names as tell its folder from the others (``a_x``, ``b_x``; ``a_x_p`` for
+    ``a/x/p.png`` beside ``b/x/p.png``), so a third input rarely moves the first two's names."""
+    dirs = {f: _dir_parts(f) for f in group}
+    out = {}
+    for f in group:
+        stem = f.stem
+        mates = [g for g in group if dirs[g] == dirs[f]]
+        if len(mates) > 1:
+            ext = f.suffix.lower()
+            unique_ext = ext and [m.suffix.lower() for m in mates].count(ext) == 1
+            stem = f"{stem}_{ext.lstrip('.')}" if unique_ext else f"{stem}-{_path_hash(f)}"
+        others = {dirs[g] for g in group} - {dirs[f]}
+        if others:
+            mine = dirs[f]
+            k = len(mine)
+            for depth in range(1, len(mine) + 1):
+                tail = tuple(p.casefold() for p in mine[-depth:])
+                if all(tuple(p.casefold() for p in o[-depth:]) != tail for o in others):
+                    k = depth
+                    break
+            stem = "_".join(mine[-k:]) + "_" + stem
+        out[f] = stem
+    return out
+
+
+def plan_outputs(files: Sequence[Path], out_dir: Path, opts: BatchOptions) -> tuple[list[Planned], list[str]]:
+    """Give every input its own output names; returns ``(plans, notes about renamed outputs)``.
+
+    All names are planned as one set and compared without regard to case: no output may take
+    another output's name or an input's name. Inputs whose images would share a name get names
+    made from their own paths (see :func:`_disambiguated`); an output that would still take a
+    name already claimed (another input file in the output folder, another input's natural
+    output name) gets ``<stem>-<hash of its path>``. Raises :class:`BatchError` when the options
+    themselves make an input's outputs collide with each other or replace the input; a name longer
+    than the file system allows is that input's own error.
+    """
+    out_dir = Path(out_dir)
+    stems = {f: f.stem for f in files}
+    rank = dict.fromkeys(files, 1)  # 0: an input file itself, 1: natural name, 2: renamed, 3+: hashed
+    hashed = dict.fromkeys(files, 0)
+    base: dict[Path, str] = {}
+    moved: list[str] = []
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(_names(f.stem, f, opts)["image"].casefold(), []).append(f)
+    collided = [g for g in groups.values() if len(g) > 1]
+    for group in collided:
+        stems.update(_disambiguated(group))
+        rank.update(dict.fromkeys(group, 2))
+    try:
+        out_real = out_dir.resolve()
+    except OSError:
+        out_real = out_dir
+    input_names = {}
+    for f in files:
+        with contextlib.suppress(OSError):
+            if f.resolve().parent == out_real:
+                input_names[f.name.casefold()] = f
+    unresolved: set[Path] = set()
+    for attempt in range(4):
+        claims: dict[str, list[tuple[tuple[int, int, str], Path, str]]] = {}
+        for name, f in input_names.items():
+            claims.setdefault(name, []).append(((0, 0, str(f)), f, "input"))
+        for f in files:
+            for role, name in _names(stems[f], f, opts).items():
+                key = (rank[f], 1 if role == "image" else 0, str(f))
+                claims.setdefault(name.casefold(), []).append((key, f, role))
+        losers: dict[Path, tuple[str, str]] = {}
+        for name, cl in claims.items():
+            if len(cl) < 2:
+                continue
+            cl.sort(key=lambda c: c[0])
+            for f in {c[1] for c in cl}:
+                own = [c for c in cl if c[1] == f]
+                if len(own) > 1:
+                    _refuse_own_clash(own, out_dir / name)
+            holder = f"the input {cl[0][1]}" if cl[0][2] == "input" else f"{cl[0][1]}'s {cl[0][2]}"
+            for _, f, role in cl[1:]:
+                if role != "input":  # an input file keeps its name; outputs move
+                    losers.setdefault(f, (name, holder))
+        if not losers:
+            break
+        if attempt == 3:
+            unresolved = set(losers)
+            break
+        for f, (name, holder) in losers.items():
+            rank[f] += 2
+            hashed[f] += 1
+            base.setdefault(f, stems[f])
+            stems[f] = f"{base[f]}-{_path_hash(f, 8 * hashed[f])}"
+            moved.append(f"{f}: its output name {name} is taken by {holder}; written as "
+                         f"{stems[f]}{opts.suffix}")
+    notes = [
+        "same output name for " + ", ".join(str(f) for f in group)
+        + "; written as " + ", ".join(stems[f] + opts.suffix for f in group)
+        for group in collided
+    ] + moved
+    name_max = _name_max(out_dir)
+    plans = []
+    for f in files:
+        names = _names(stems[f], f, opts)
+        plan = Planned(f, out_dir / names["image"],
+                       out_dir / names["transmission"] if "transmission" in names else None,
+                       out_dir / names["airlight"] if "airlight" in names else None)
+        too_long = [n for n in names.values() if len(os.fsencode(n)) > name_max]
+        if too_long:
+            n = too_long[0]
+            plan.error = (f"output name {n[:24]}…{n[-16:]} is {len(os.fsencode(n))} bytes, longer than the "
+                          f"{name_max} this file system allows; rename the input or use a shorter "
+                          f"{option('suffix')}")
+        if f in unresolved and not plan.error:
+            plan.error = "its output names clash with other inputs' even after renaming; rename the input"
+        plans.append(plan)
+    if opts.bit_depth == "16":
+        eight = [p for p in plans if p.image.suffix.lower() not in SIXTEEN_BIT_SUFFIXES]
+        if eight:
+            raise BatchError(
+                f"{option('bit_depth', '16')}: {eight[0].source} would be written as "
+                f"{eight[0].image.suffix}, which holds 8 bits only; add {option('format', 'png')} or "
+                f"{option('format', 'tif')}"
+            )
+    return plans, notes
+
+
+def _refuse_own_clash(own: list[tuple[tuple[int, int, str], Path, str]], path: Path) -> None:
+    """One input's outputs would collide with each other or with the input: the options say so."""
+    roles = {c[2] for c in own}
+    f = own[0][1]
+    if "input" in roles:
+        raise BatchError(
+            f"output {path} would replace the input file itself; choose another {option('out_dir')} "
+            f"folder or a non-empty {option('suffix')}"
+        )
+    raise BatchError(
+        f"the dehazed image of {f} would get the name {path.name}, which its "
+        f"{'transmission map' if 'transmission' in roles else 'airlight file'} has too; "
+        f"choose another {option('suffix')}"
+    )
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create the output folder and prove it takes files, with a message naming it if not."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BatchError(f"output folder {out_dir} cannot be created: a file is in the way") from None
+    except OSError as exc:
+        raise BatchError(f"output folder {out_dir} cannot be created: {exc.strerror}") from None
+    if not out_dir.is_dir():
+        raise BatchError(f"output path {out_dir} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".clearnet-probe."):
+            pass
+    except OSError as exc:
+        raise BatchError(
+            f"output folder {out_dir} is not writable ({exc.strerror}); choose another with "
+            f"{option('out_dir')}"
+        ) from None
