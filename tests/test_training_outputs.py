@@ -58,6 +58,7 @@ def test_export_bundle_updates_registry(
     assert res["sha256"] == weights.sha256_file(target)  # the bundled file is the Hub folder's file
     assert entry["sha256"] == weights.sha256_file(target) and entry["size"] == target.stat().st_size
     assert "config" not in entry and entry["bundled"] is True
+    assert (wdir / "clearnet-default.md").read_text() == (tmp_path / "hub" / "README.md").read_text()
     assert weights.read_weights(target)[1].widths == (4, 8)  # the config comes with the file
 
 
@@ -149,6 +150,8 @@ def test_evaluate_reports_every_set_and_split_side_by_side(
     md = (tmp_path / "ev" / "scores.md").read_text()
     assert md.count("| other |") == 2 and "| heldout |" in md
     assert len(list((tmp_path / "ev").glob("grid-*.png"))) == 4
+    evaluate([other], [w], split="val", device="cpu", out_dir=tmp_path / "ev0", splits_dir=splits, n_grid=0)
+    assert (tmp_path / "ev0" / "scores.md").is_file() and not list((tmp_path / "ev0").glob("grid*.png"))
     with pytest.raises(FileNotFoundError, match=r"other-val\.txt"):
         evaluate([other], [w], split="val", splits_dir=tmp_path)
     # the committed splits cover every real paired set, and val and held-out never overlap

@@ -231,6 +231,8 @@ def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, ro
             w.writerow([r["set"], r["split"], r["id"], r["method"],
                         f"{r['psnr']:.4f}" if math.isfinite(r["psnr"]) else "inf", f"{r['ssim']:.5f}"])
     for label, cols in grids.items():
+        if not cols[0]:  # --grid 0: no comparison images
+            continue
         name = "grid.png" if len(grids) == 1 else f"grid-{label.replace(' ', '-')}.png"
         io.write_image(out / name, make_grid(cols), overwrite=True)
 

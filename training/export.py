@@ -29,7 +29,8 @@ TRAINING_DATA = (
     "Unsupervised: hazy images only (the folders in the run record below; no clear references "
     "and no haze parameters are read). Self-supervised re-hazing pseudo-pairs (crops dehazed by "
     "the prior, hazed again with a known transmission and airlight) supervise the relative "
-    "optical depth and the airlight; paired images are used only to choose the checkpoint."
+    "optical depth and the airlight; the validation splits of paired sets only choose the "
+    "checkpoint and the recipe's settings (held-out splits choose nothing)."
 )
 
 
@@ -134,8 +135,9 @@ def export(
 ) -> dict[str, Any]:
     """Export the EMA weights of ``checkpoint`` into ``out`` (a Hub-ready folder).
 
-    With ``bundle`` the same file also goes to the package's ``weights/`` and the model's entry
-    in ``weights/registry.json`` gets its new sha256, size and description.
+    With ``bundle`` the same file (and its card, as ``NAME.md``) also goes to the package's
+    ``weights/`` and the model's entry in ``weights/registry.json`` gets its new sha256, size and
+    description.
     """
     ck = load_checkpoint(checkpoint)
     model = ema_model(ck)
@@ -189,6 +191,7 @@ def export(
         entry.update({"sha256": digest, "size": target.stat().st_size, "bundled": True,
                       "license": "BSD-3-Clause", "description": desc})
         update_registry(target_dir / "registry.json", entry)
+        _copy(out / "README.md", target_dir / f"{name}.md")  # the card ships beside the weights
         result["bundled"] = str(target)
     return result
 
