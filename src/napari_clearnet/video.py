@@ -238,25 +238,25 @@ class _Cursor:
                 raise _error(info.path, f"damaged at frame {i} ({exc.strerror or exc})") from None
 
     def _produce(self) -> None:
-        assert self._queue is not None
-        item: Any = _END
+        last: Any = _END
         try:
             for item in self._gen:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-            item = _END
+                if not self._offer(item):
+                    return
         except BaseException as exc:  # handed to the reading thread
-            item = exc
+            last = exc
+        self._offer(last)
+
+    def _offer(self, item: Any) -> bool:
+        """Put ``item`` in the queue, waiting for room unless the cursor is closed (False)."""
+        assert self._queue is not None
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def take(self) -> tuple[int, np.ndarray]:
         item = next(self._gen, _END) if self._queue is None else self._queue.get()

@@ -63,12 +63,24 @@ class Encoding:
             raise ValueError(f"{option('preset')} must be one of {', '.join(PRESETS)}, got {self.preset!r}")
 
 
+def _to_uint8(x: np.ndarray, rows: int = 32) -> np.ndarray:
+    """Float [0, 1] to uint8 (rounded) in strips of rows: a cache-sized temporary instead of two
+    frame-sized ones, three times faster on a 1080p frame."""
+    out = np.empty(x.shape, np.uint8)
+    tmp = np.empty((rows, *x.shape[1:]), np.float32)
+    for r in range(0, x.shape[0], rows):
+        t = tmp[: min(rows, x.shape[0] - r)]
+        np.multiply(x[r:r + rows], np.float32(255), out=t)
+        t += np.float32(0.5)
+        np.copyto(out[r:r + rows], t, casting="unsafe")
+    return out
+
+
 def _rgb8(parts: Sequence[np.ndarray]) -> np.ndarray:
     """Frames side by side as one (H, W, 3) uint8: floats in [0, 1] are rounded, grey is repeated."""
     out = []
     for p in parts:
-        if p.dtype != np.uint8:
-            p = (p * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+        p = p if p.dtype == np.uint8 else _to_uint8(p)
         out.append(np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p)
     return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
 
@@ -186,7 +198,10 @@ class VideoWriter:
         ctx = stream.codec_context
         ctx.time_base = tb
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709, as converted
-        stream.options = {"crf": str(enc.crf), "preset": enc.preset}
+        # the encoder thread is the parallelism on a small machine: x264's own threads there cost a
+        # quarter more CPU per frame, which the dehazing would miss (docs/video.md)
+        threads = max(1, (os.cpu_count() or 1) // 2)
+        stream.options = {"crf": str(enc.crf), "preset": enc.preset, "threads": str(threads)}
         return stream, tb
 
 
@@ -306,8 +321,11 @@ def dehaze_video(
 
         record = {"source": str(source), "video": info.describe(), "crf": encoding.crf,
                   "preset": encoding.preset, "side_by_side": bool(side_by_side)}
-        result = drive(run(dehazer, lazy(reader), sink=sink, channel_axis=-1,
-                           temporal_smoothing=temporal_smoothing, provenance=record, **options), progress)
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):  # one chunk per frame: no thread pool per frame
+            result = drive(run(dehazer, lazy(reader), sink=sink, channel_axis=-1,
+                               temporal_smoothing=temporal_smoothing, provenance=record, **options), progress)
         for w in writers.values():
             w.close()
             if w.frames != info.n_frames:
