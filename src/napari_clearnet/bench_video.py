@@ -114,8 +114,11 @@ def clip_worker(frames: int, height: int, width: int, repeats: int, device: str)
                 times[name].append(time.perf_counter() - t)
     only_fps = frames / _median(times["dehaze_only"])
     e2e_fps = frames / _median(times["end_to_end"])
+    best_only, best_e2e = frames / min(times["dehaze_only"]), frames / min(times["end_to_end"])
     return {"frames": frames, "height": height, "width": width, "codec": "h264", "times": times,
             "dehaze_fps": only_fps, "end_to_end_fps": e2e_fps, "ratio": e2e_fps / only_fps,
+            # the fastest repeat of each: what a machine shared with other work gives when it is quiet
+            "best_dehaze_fps": best_only, "best_end_to_end_fps": best_e2e, "best_ratio": best_e2e / best_only,
             "decode_fps": frames / decode_s, "encode_fps": frames / encode_s,
             "threads": torch.get_num_threads(), "repeats": repeats}
 
@@ -124,6 +127,8 @@ def format_clip(c: dict[str, Any]) -> str:
     """One line for the terminal (and the docs)."""
     what = ("skipped: {skipped}" if "skipped" in c else
             "dehaze only {dehaze_fps:.2f} fps, end to end (decode, dehaze, encode) {end_to_end_fps:.2f} "
-            "fps = {percent:.0f} %; decoding alone {decode_fps:.0f} fps, encoding alone {encode_fps:.1f} fps")
-    percent = 100 * c.get("ratio", 0)
-    return "clip {frames}x{width}x{height} H.264: ".format(**c) + what.format(percent=percent, **c)
+            "fps = {percent:.0f} % (medians; fastest repeats {best_dehaze_fps:.2f} and "
+            "{best_end_to_end_fps:.2f} fps = {best:.0f} %); decoding alone {decode_fps:.0f} fps, "
+            "encoding alone {encode_fps:.1f} fps")
+    percent, best = 100 * c.get("ratio", 0), 100 * c.get("best_ratio", 0)
+    return "clip {frames}x{width}x{height} H.264: ".format(**c) + what.format(percent=percent, best=best, **c)

@@ -82,7 +82,8 @@ def _rgb8(parts: Sequence[np.ndarray]) -> np.ndarray:
     for p in parts:
         p = p if p.dtype == np.uint8 else _to_uint8(p)
         out.append(np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p)
-    return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
+    rgb = out[0] if len(out) == 1 else np.concatenate(out, axis=1)
+    return rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb)
 
 
 class VideoWriter:
@@ -158,13 +159,14 @@ class VideoWriter:
                     out.metadata["comment"] = self.comment
                 stream, tb = self._video_stream(out)
                 audio = _AudioCopy(out, self.audio_from, self.notes)
+                convert = av.video.reformatter.VideoReformatter()  # tables kept from frame to frame
                 while True:
                     item = self._next()
                     if item is None:
                         break
                     i, parts = item
-                    frame = av.VideoFrame.from_ndarray(_rgb8(parts), format="rgb24")
-                    frame = frame.reformat(format=stream.pix_fmt, dst_colorspace="ITU709")
+                    rgb = av.VideoFrame.from_numpy_buffer(_rgb8(parts), format="rgb24")  # no copy
+                    frame = convert.reformat(rgb, format=stream.pix_fmt, dst_colorspace="ITU709")
                     stamps = self.info.timestamps
                     frame.pts = int(stamps[i]) if stamps is not None else i
                     frame.time_base = tb
