@@ -217,3 +217,65 @@ def training_config(tmp_path: Path, edit: dict | None = None, text: str | None =
     p.write_text(yaml.safe_dump(cfg))
     return p
 
+
+
+def write_clip(path: Path, n: int = 24, size: tuple[int, int] = (48, 64), rate: Any = None,
+               audio: bool = False, gop: int | None = None, rotation: int = 0, crf: int = 18) -> Path:
+    """An H.264 clip made with PyAV: frame i is a hazy gradient whose red level and a bright bar
+    move with i (so frames can be told apart), at ``rate`` (default 12.5 fps); ``audio`` adds an
+    AAC sine track as long as the video; ``gop`` sets keyframes every ``gop`` frames (B-frames
+    too), so seeking is tested; ``rotation`` is the display matrix a phone records."""
+    from fractions import Fraction
+
+    import av
+
+    rate = Fraction(25, 2) if rate is None else Fraction(rate)
+    h, w = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": str(crf), **({"g": str(gop), "bf": "2"} if gop else {})}
+        if rotation:
+            s.set_display_rotation(rotation)
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=8000)
+            a.layout = "mono"
+        yy, xx = np.mgrid[0:h, 0:w]
+        for i in range(n):
+            img = np.empty((h, w, 3), np.uint8)
+            img[..., 0] = 60 + (i * 6) % 160
+            img[..., 1] = 120 + 60 * yy / h
+            img[..., 2] = 150 + 40 * xx / w
+            img[:, (2 * i) % w] = 250
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+        if a is not None:
+            total, t = int(8000 * n / rate), 0
+            while t < total:
+                k = min(1024, total - t)
+                wave = (0.3 * np.sin(np.arange(t, t + k) / 5)).astype(np.float32)[None]
+                af = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
+                af.sample_rate, af.pts = 8000, t
+                t += k
+                c.mux(a.encode(af))
+            c.mux(a.encode(None))
+    return path
+
+
+def clip_facts(path: Path) -> dict[str, Any]:
+    """What a player sees of a clip: frames, rate, size, audio codecs and audio packet count."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        facts = {"rate": v.average_rate, "size": (v.codec_context.width, v.codec_context.height),
+                 "audio": [a.codec_context.name for a in c.streams.audio],
+                 "comment": c.metadata.get("comment")}
+        facts["frames"] = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        facts["audio_packets"] = sum(1 for p in c.demux(*c.streams.audio) if p.size) if c.streams.audio else 0
+    return facts

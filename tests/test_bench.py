@@ -26,7 +26,8 @@ from napari_clearnet.cli import main as cli_main
 def test_bad_output_and_sizes_are_refused_before_the_run(tmp_path: Path, args: list[str], match: str) -> None:
     start = time.monotonic()  # F28
     p = subprocess.run([*CLEARNET, "bench", "--sizes", "0.01", "--repeats", "1", "--methods", "dcp",
-                        "--video", "none", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                        "--video", "none", "--clip", "none", *args], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr and match in p.stderr, p.stderr
     assert "dcp" not in p.stdout  # nothing was measured
     assert time.monotonic() - start < 30
@@ -37,7 +38,7 @@ def test_a_short_bench_writes_valid_json(tmp_path: Path, capsys) -> None:  # F28
     from napari_clearnet.cli import main
 
     assert main(["bench", "--sizes", "0.01", "--repeats", "1", "--methods", "dcp", "--video", "none",
-                 "--output", str(out)]) == 0
+                 "--clip", "none", "--output", str(out)]) == 0
     data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert data["results"][0]["method"] == "dcp"
     assert not list(tmp_path.glob(".*.tmp"))
@@ -48,13 +49,15 @@ def test_bench_cases_that_already_worked_still_do(capsys) -> None:
     before anything runs."""
     from napari_clearnet.cli import main
 
-    assert main(["bench", "--sizes", "0.01", "--repeats", "1", "--methods", "dcp", "--video", "0x64x48"]) == 0
+    assert main(["bench", "--sizes", "0.01", "--repeats", "1", "--methods", "dcp", "--video", "0x64x48",
+                 "--clip", "none"]) == 0
     assert "skipped" in capsys.readouterr().out
     import torch
 
     mps = getattr(torch.backends, "mps", None)
     if mps is None or not mps.is_available():
-        args = ["bench", "--sizes", "0.01", "--methods", "dcp", "--video", "none", "--device", "mps"]
+        args = ["bench", "--sizes", "0.01", "--methods", "dcp", "--video", "none", "--clip", "none",
+                "--device", "mps"]
         assert main(args) == 2
         assert "not available" in capsys.readouterr().err
 
@@ -62,7 +65,7 @@ def test_bench_cases_that_already_worked_still_do(capsys) -> None:
 def test_bench_cli_json_reports_speed_and_memory(tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
     rc = cli_main(["bench", "--sizes", "0.02", "--methods", "clearnet,dcp", "--repeats", "1",
-                   "--video", "2x64x48", "--json", "--output", str(out)])
+                   "--video", "2x64x48", "--clip", "none", "--json", "--output", str(out)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == report
@@ -81,3 +84,14 @@ def test_bench_cli_rejects_bad_options(capsys) -> None:
     assert "--sizes" in capsys.readouterr().err
     assert cli_main(["bench", "--methods", "magic", "--sizes", "0.01"]) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def test_bench_clip_row_reports_end_to_end_beside_dehaze_only(capsys) -> None:
+    """Issue 14: an H.264 clip decoded, dehazed and encoded, beside dehazing decoded frames."""
+    assert cli_main(["bench", "--sizes", "0.01", "--methods", "dcp", "--repeats", "1", "--video", "none",
+                     "--clip", "4x64x48", "--json"]) == 0
+    clip = json.loads(capsys.readouterr().out)["clip"]
+    assert (clip["frames"], clip["width"], clip["height"]) == (4, 64, 48) and "skipped" not in clip
+    assert clip["end_to_end_fps"] > 0 and clip["dehaze_fps"] > 0
+    assert clip["ratio"] == pytest.approx(clip["end_to_end_fps"] / clip["dehaze_fps"])
+    assert cli_main(["bench", "--clip", "0x64x48", "--video", "none"]) == 2

@@ -10,5 +10,8 @@ __version__ = "0.1.0"
 from .devices import pick_device
 from .engine import Dehazer, dehaze, load_model
 from .run import DehazeResult
+from .video import read_video
+from .video_out import dehaze_video
 
-__all__ = ["DehazeResult", "Dehazer", "__version__", "dehaze", "load_model", "pick_device"]
+__all__ = ["DehazeResult", "Dehazer", "__version__", "dehaze", "dehaze_video", "load_model", "pick_device",
+           "read_video"]

@@ -20,7 +20,7 @@ import contextlib
 import errno
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,8 +28,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import files, io
-from ._validate import check_number, check_sky_protection, check_strength, json_text, option
-from .arrays import check_value_range, describe_layout
+from ._validate import json_text, option
+from .arrays import channels_last, describe_layout, pixel_range, to_float01
+from .batch_options import BatchOptions
 from .batch_plan import (
     SIXTEEN_BIT_SUFFIXES,
     BatchError,
@@ -38,9 +39,10 @@ from .batch_plan import (
     collect_inputs,
     plan_outputs,
 )
-from .choices import BIT_DEPTHS, FORMATS, METHODS
-from .devices import pick_device
+from .choices import BIT_DEPTHS, FORMATS
 from .engine import Dehazer, load_model
+from .video import is_video
+from .video_out import DEFAULT_TEMPORAL_SMOOTHING, Encoding
 
 __all__ = [
     "BIT_DEPTHS",
@@ -48,7 +50,9 @@ __all__ = [
     "BatchError",
     "BatchOptions",
     "BatchReport",
+    "Outcome",
     "OutputFolderError",
+    "attempt",
     "collect_inputs",
     "dehaze_files",
     "plan_outputs",
@@ -60,62 +64,6 @@ _FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(
 
 class OutputFolderError(OSError):
     """The output folder stopped taking files (full disk, read-only, no permission)."""
-
-
-def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise BatchError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
-
-
-@dataclass
-class BatchOptions:
-    """What to do with every file; mirrors the ``clearnet dehaze`` options. Errors name the
-    Python arguments, or the command-line flags inside :func:`cli_spelling` (as the CLI does)."""
-
-    method: str = "clearnet"
-    model: str | os.PathLike | None = None
-    device: str = "auto"
-    suffix: str = "_dehazed"
-    format: str = "same"
-    bit_depth: str = "same"
-    overwrite: bool = False
-    skip_existing: bool = False
-    save_transmission: bool = False
-    save_airlight: bool = False
-    #: None: the method's default (engine.DEFAULT_SKY_PROTECTION)
-    sky_protection: float | None = None
-    #: JPEG/WebP quality 1-100 (None: JPEG 95, WebP lossless)
-    quality: int | None = None
-    #: how to read each image's array (see :func:`arrays.describe_layout`)
-    channel_axis: int | str | None = "auto"
-    #: (low, high) pixel values that map to black and white (None: decided per image)
-    value_range: tuple[float, float] | None = None
-    strength: float = 1.0
-
-    def __post_init__(self) -> None:
-        _one_of("method", self.method, METHODS)
-        try:
-            if self.sky_protection is not None:
-                check_sky_protection(self.sky_protection)
-            pick_device(self.device)
-            if self.quality is not None:
-                self.quality = check_number(self.quality, option("quality"), "[1, 100]", integer=True)
-            if self.value_range is not None:
-                self.value_range = check_value_range(self.value_range)
-            check_strength(self.strength)
-        except ValueError as exc:
-            raise BatchError(str(exc)) from None
-        ca = self.channel_axis
-        if not (ca is None or ca == "auto" or (isinstance(ca, int) and not isinstance(ca, bool))):
-            raise BatchError(f"{option('channel_axis')} must be an axis number, None or 'auto', got {ca!r}")
-        _one_of("format", self.format, FORMATS)
-        self.bit_depth = str(self.bit_depth)
-        _one_of("bit_depth", self.bit_depth, BIT_DEPTHS)
-        if self.bit_depth == "16" and self.format == "jpg":
-            raise BatchError(f"{option('bit_depth', '16')} needs {option('format')} png, tif or same (JPEG "
-                             "is 8-bit only)")
-        if os.sep in self.suffix or "/" in self.suffix or "\0" in self.suffix:
-            raise BatchError(f"{option('suffix')} must not contain a path separator, got {self.suffix!r}")
 
 
 @dataclass
@@ -132,6 +80,36 @@ class BatchReport:
     def exit_code(self) -> int:
         return 1 if (self.failed or self.existing or self.fatal) else 0
 
+    def add(self, plan: Planned, outcome: Outcome, say: Callable[[str], None]) -> None:
+        """Record what happened to one input and say what the user must know."""
+        for note in outcome.notes:
+            say(f"note: {plan.source}: {note}")
+        if outcome.kind == "written":
+            self.written.extend(outcome.written)
+        elif outcome.kind == "skipped":
+            self.skipped.append(plan.source)
+        elif outcome.kind == "existing":
+            self.existing.append(plan.source)
+            say(outcome.message)
+        elif outcome.kind == "fatal":
+            self.fatal = outcome.message
+            say(f"error: {outcome.message}")
+        else:
+            msg = outcome.message.replace(f"cannot read {plan.source}: ", "")
+            self.failed.append((str(plan.source), msg))
+            say(f"error: {plan.source}: {msg}")
+
+
+@dataclass
+class Outcome:
+    """What became of one input: ``kind`` is written, skipped, existing (not replaced), failed or
+    fatal (the output folder takes no more files); plain data, so a cluster worker can return it."""
+
+    kind: str
+    written: list[Path] = field(default_factory=list)
+    message: str = ""
+    notes: list[str] = field(default_factory=list)
+
 
 # ---------------------------------------------------------------------------------- one file
 def _bit_depth(source: np.ndarray, out_path: Path, opts: BatchOptions) -> int:
@@ -143,8 +121,12 @@ def _bit_depth(source: np.ndarray, out_path: Path, opts: BatchOptions) -> int:
     return 16 if wide and out_path.suffix.lower() in SIXTEEN_BIT_SUFFIXES else 8
 
 
+#: makes a frame progress bar: (description, total frames) -> a callable taking (done, total)
+BarFactory = Callable[[str, int], Any]
+
+
 def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Path]:
-    """Read, dehaze and write one input; returns the files written (existing ones are kept)."""
+    """Read, dehaze and write one image file; returns the files written (existing ones are kept)."""
     src = io.load_image(plan.source)
     arr = src.array
     layout = describe_layout(arr.shape, opts.channel_axis)
@@ -155,20 +137,20 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
             f"{option('format', 'tif')}"
         )
     result = dehazer.dehaze(arr, channel_axis=layout.channel_axis, value_range=opts.value_range,
-                            sky_protection=opts.sky_protection, strength=opts.strength)
+                            sky_protection=opts.sky_protection, strength=opts.strength,
+                            temporal_smoothing=opts.temporal_smoothing or 0.0)
     image = result.image
     if layout.channel_axis is not None and layout.channel_axis != arr.ndim - 1:
         image = np.moveaxis(image, layout.channel_axis, -1)  # files hold channels last
+    if opts.side_by_side:
+        hazy = to_float01(channels_last(arr, layout), pixel_range(arr, layout, opts.value_range))
+        image = np.concatenate([hazy, image], axis=-2 if layout.channels else -1)
     if layout.channels == 4 and plan.image.suffix.lower() in (".jpg", ".jpeg"):
         image = image[..., :3]  # JPEG has no alpha channel
     depth = _bit_depth(arr, plan.image, opts)
     fp = files.fingerprint(plan.source)
-    keep = opts.skip_existing and not opts.overwrite
     written: list[Path] = []
-
-    def wanted(p: Path) -> bool:
-        return opts.overwrite or not (keep and p.exists())
-
+    wanted = _wanted(opts)
     with _folder_errors(plan.image.parent):
         if plan.transmission is not None:
             t = result.transmission.reshape(-1, layout.height, layout.width)
@@ -177,21 +159,57 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
                 written.append(io.write_image(plan.transmission, t, bit_depth=16, overwrite=opts.overwrite,
                                               source_fingerprint=fp))
         if plan.airlight is not None and wanted(plan.airlight):
-            data = {
-                "source": str(plan.source),
-                "source_fingerprint": fp,
-                "output": str(plan.image),
-                "airlight": np.asarray(result.airlight, dtype=float).round(6).tolist(),
-                "provenance": result.provenance,
-            }
-            files.write_text(plan.airlight, json_text(data, indent=2, ensure_ascii=False) + "\n",
-                             overwrite=opts.overwrite)
-            written.append(plan.airlight)
+            written.append(_write_airlight(plan, fp, result, opts))
         if wanted(plan.image):
             written.append(io.write_image(
                 plan.image, image, bit_depth=depth, overwrite=opts.overwrite, quality=opts.quality,
                 icc_profile=src.icc_profile, source_fingerprint=fp,
             ))
+    return written
+
+
+def _wanted(opts: BatchOptions) -> Callable[[Path], bool]:
+    """Whether an output is to be written: not one that exists when resuming (``skip_existing``)."""
+    keep = opts.skip_existing and not opts.overwrite
+    return lambda p: opts.overwrite or not (keep and p.exists())
+
+
+def _write_airlight(plan: Planned, fp: str, result: Any, opts: BatchOptions) -> Path:
+    data = {
+        "source": str(plan.source),
+        "source_fingerprint": fp,
+        "output": str(plan.image),
+        "airlight": np.asarray(result.airlight, dtype=float).round(6).tolist(),
+        "provenance": result.provenance,
+    }
+    assert plan.airlight is not None
+    return files.write_text(plan.airlight, json_text(data, indent=2, ensure_ascii=False) + "\n",
+                            overwrite=opts.overwrite)
+
+
+def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarFactory | None,
+                 notes: list[str]) -> list[Path]:
+    """One clip, streamed into a clip (and a grey transmission clip): frames never pile up.
+    ``bars`` makes a progress bar for its frames; ``notes`` collects what the user should know."""
+    from .video_out import dehaze_video
+
+    fp = files.fingerprint(plan.source)
+    wanted = _wanted(opts)
+    image = plan.image if wanted(plan.image) else None
+    trans = plan.transmission if plan.transmission is not None and wanted(plan.transmission) else None
+    smoothing = DEFAULT_TEMPORAL_SMOOTHING if opts.temporal_smoothing is None else opts.temporal_smoothing
+    written: list[Path] = []
+    with _folder_errors(plan.image.parent):
+        bar = None if bars is None else bars(plan.source.name, 0)
+        result = dehaze_video(
+            plan.source, image, model=dehazer, overwrite=opts.overwrite, temporal_smoothing=smoothing,
+            side_by_side=opts.side_by_side, encoding=Encoding(opts.crf, opts.preset), transmission=trans,
+            source_fingerprint=fp, progress=bar, sky_protection=opts.sky_protection, strength=opts.strength,
+        )
+        notes.extend(result.provenance.get("notes", []))
+        written += [p for p in (trans, image) if p is not None]
+        if plan.airlight is not None and wanted(plan.airlight):
+            written.insert(0, _write_airlight(plan, fp, result, opts))
     return written
 
 
@@ -219,28 +237,35 @@ def _made_from_other(path: Path, fingerprint: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- the batch
-def dehaze_files(
-    inputs: Iterable[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    options: BatchOptions | None = None,
-    *,
-    dehazer: Dehazer | None = None,
-    progress: bool | None = None,
-    stderr: TextIO | None = None,
-    **kwargs: Any,
-) -> BatchReport:
-    """Dehaze every input into ``out_dir``; problems are printed to ``stderr`` and collected.
+def attempt(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarFactory | None = None) -> Outcome:
+    """Everything about one input, as an :class:`Outcome`: its outputs' state, then the work. Any
+    failure is this input's own (by name), except a folder that takes no more files (fatal);
+    Ctrl-C and terminating signals pass through. The batch loop and cluster workers both call it."""
+    if plan.error:
+        return Outcome("failed", message=plan.error)
+    notes: list[str] = []
+    try:
+        done = _already_there(plan, opts)
+        if done is not None:
+            return done
+        if is_video(plan.source):
+            return Outcome("written", process_clip(dehazer, plan, opts, bars, notes), notes=notes)
+        return Outcome("written", process_file(dehazer, plan, opts), notes=notes)
+    except OutputFolderError as exc:
+        return Outcome("fatal", message=str(exc.strerror))
+    except (ValueError, OSError, RuntimeError) as exc:
+        return Outcome("failed", message=str(exc), notes=notes)
+    except MemoryError:
+        return Outcome("failed", message="not enough memory to process it")
+    except Exception as exc:  # an unexpected error in one file never stops the batch
+        return Outcome("failed", message=f"unexpected {type(exc).__name__}: {exc} (please report this)")
 
-    ``options`` (or keyword arguments of :class:`BatchOptions`) say how; ``dehazer`` reuses a
-    loaded model (otherwise weights load once here). ``progress=None`` shows a tqdm bar only
-    on a terminal. Raises :class:`BatchError` when nothing can start; ``KeyboardInterrupt``
-    passes through after finished files are complete and no ``.part`` file is left.
-    """
-    opts = options or BatchOptions(**kwargs)
-    err = stderr or sys.stderr
-    out = Path(out_dir).expanduser()
+
+def prepare(inputs: Iterable[str | os.PathLike], out: Path, opts: BatchOptions, report: BatchReport,
+            err: TextIO) -> list[Planned]:
+    """Inputs found, output folder checked and cleared of stale partial files, outputs planned;
+    problems go to ``report`` and notes to ``err``. Raises :class:`BatchError` when nothing can start."""
     found, problems, excluded = collect_inputs(inputs, out, opts.suffix)
-    report = BatchReport()
     for name, msg in problems:
         report.failed.append((name, msg))
         print(f"error: {name}: {msg}", file=err)
@@ -252,7 +277,7 @@ def dehaze_files(
               f"(name them explicitly to dehaze them): {shown}", file=err)
     if not found:
         first = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
-        raise BatchError("no input images found" + first)
+        raise BatchError("no input images or clips found" + first)
     check_output_folder(out)
     stale = files.remove_stale_parts(out)
     if stale:
@@ -261,6 +286,41 @@ def dehaze_files(
     plans, notes = plan_outputs(found, out, opts)
     for n in notes:
         print(f"note: {n}", file=err)
+    return plans
+
+
+def dehaze_files(
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    options: BatchOptions | None = None,
+    *,
+    dehazer: Dehazer | None = None,
+    client: Any = None,
+    progress: bool | None = None,
+    stderr: TextIO | None = None,
+    **kwargs: Any,
+) -> BatchReport:
+    """Dehaze every input (images and clips) into ``out_dir``; problems are printed to ``stderr``
+    and collected.
+
+    ``options`` (or keyword arguments of :class:`BatchOptions`) say how; ``dehazer`` reuses a
+    loaded model (otherwise weights load once here). ``client`` (a ``dask.distributed.Client``)
+    spreads the inputs over its cluster's workers instead (see :mod:`napari_clearnet.cluster`).
+    ``progress=None`` shows tqdm bars (files; a clip's frames with frames per second and ETA) only
+    on a terminal. Raises :class:`BatchError` when nothing can start; ``KeyboardInterrupt`` passes
+    through after finished files are complete and no ``.part`` file is left.
+    """
+    opts = options or BatchOptions(**kwargs)
+    err = stderr or sys.stderr
+    out = Path(out_dir).expanduser()
+    report = BatchReport()
+    plans = prepare(inputs, out, opts, report, err)
+    show = _isatty(err) if progress is None else progress
+    if client is not None:
+        from .cluster import run_plans
+
+        run_plans(client, plans, opts, report, err, show)
+        return report
     if dehazer is None:
         try:
             dehazer = load_model(opts.model, method=opts.method, device=opts.device)
@@ -268,69 +328,60 @@ def dehaze_files(
             raise BatchError(f"cannot load the model: {exc}") from None
     from tqdm.auto import tqdm
 
-    bar = tqdm(plans, desc="dehazing", unit="image", file=err, disable=(not _isatty(err)) if progress is None
-               else not progress)
+    bar = tqdm(plans, desc="dehazing", unit="file", file=err, disable=not show)
 
     def say(msg: str) -> None:
         bar.write(msg, file=err)
 
-    def fail(plan: Planned, msg: str) -> None:
-        msg = msg.replace(f"cannot read {plan.source}: ", "")
-        report.failed.append((str(plan.source), msg))
-        say(f"error: {plan.source}: {msg}")
+    def frames_bar(name: str, total: int) -> Callable[[int, int], None]:
+        inner = tqdm(total=total or None, desc=name, unit="frame", file=err, disable=not show, leave=False)
+
+        def update(done: int, n: int) -> None:
+            inner.total = n
+            inner.update(done - inner.n)
+            if done >= n:
+                inner.close()
+        return update
 
     try:
         for plan in bar:
-            if plan.error:
-                fail(plan, plan.error)
-                continue
-            try:
-                if _already_there(plan, opts, report, say):
-                    continue
-                report.written.extend(process_file(dehazer, plan, opts))
-            except OutputFolderError as exc:
-                report.fatal = str(exc.strerror)
-                say(f"error: {exc.strerror}")
+            outcome = attempt(dehazer, plan, opts, frames_bar)
+            report.add(plan, outcome, say)
+            if outcome.kind == "fatal":
                 break
-            except (ValueError, OSError, RuntimeError) as exc:
-                fail(plan, str(exc))
-            except MemoryError:
-                fail(plan, "not enough memory to process it")
-            except Exception as exc:  # an unexpected error in one file never stops the batch
-                fail(plan, f"unexpected {type(exc).__name__}: {exc} (please report this)")
     except KeyboardInterrupt as exc:
         bar.close()
-        why = getattr(exc, "reason", "interrupted")
-        print(
-            f"{why}: {len(report.written)} files written to {out}; rerun with "
-            f"{option('skip_existing')} to carry on", file=err,
-        )
+        interrupted(exc, report, out, err)
         raise
     bar.close()
     return report
 
 
-def _already_there(plan: Planned, opts: BatchOptions, report: BatchReport, say: Any) -> bool:
-    """Decide about outputs that exist: True when this input is done (skipped or reported)."""
+def interrupted(exc: BaseException, report: BatchReport, out: Path, err: TextIO) -> None:
+    """What the user needs after Ctrl-C or a terminating signal: what is done and how to go on."""
+    why = getattr(exc, "reason", "interrupted")
+    print(f"{why}: {len(report.written)} files written to {out}; rerun with "
+          f"{option('skip_existing')} to carry on", file=err)
+
+
+def _already_there(plan: Planned, opts: BatchOptions) -> Outcome | None:
+    """Decide about outputs that exist: an outcome when this input is done (skipped or reported)."""
     present = [p for p in plan.outputs() if p.exists()]
     if not present or opts.overwrite:
-        return False
+        return None
     fp = files.fingerprint(plan.source)
     other = [p for p in present if _made_from_other(p, fp)]
     if other:
-        report.existing.append(plan.source)
-        say(f"exists: {other[-1]} was made from another input, not from {plan.source}; not replaced, "
-            f"pass {option('overwrite')} to replace it or choose another {option('out_dir')} folder")
-        return True
+        return Outcome("existing", message=(
+            f"exists: {other[-1]} was made from another input, not from {plan.source}; not replaced, "
+            f"pass {option('overwrite')} to replace it or choose another {option('out_dir')} folder"))
     if opts.skip_existing:
         if len(present) == len(plan.outputs()):
-            report.skipped.append(plan.source)
-            return True
-        return False  # finish the missing ones
-    report.existing.append(plan.source)
-    say(f"exists: {present[-1]} (from {plan.source}); not replaced, "
-        f"pass {option('overwrite')} to replace or {option('skip_existing')} to carry on")
-    return True
+            return Outcome("skipped")
+        return None  # finish the missing ones
+    return Outcome("existing", message=(
+        f"exists: {present[-1]} (from {plan.source}); not replaced, "
+        f"pass {option('overwrite')} to replace or {option('skip_existing')} to carry on"))
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -25,14 +25,17 @@ from typing import TYPE_CHECKING
 
 from ._validate import option
 from .io import IMAGE_SUFFIXES
+from .video import VIDEO_SUFFIXES, is_video
 
 if TYPE_CHECKING:
-    from .batch import BatchOptions
+    from .batch_options import BatchOptions
 
 __all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "plan_outputs"]
 
 TRANSMISSION = "_transmission"
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+#: what a folder gives: its images and its clips
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
 class BatchError(ValueError):
@@ -59,7 +62,7 @@ class Planned:
 def collect_inputs(
     inputs: Iterable[str | os.PathLike], exclude_dir: Path | None = None, suffix: str = ""
 ) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
-    """Expand files, folders (their image files, not recursive) and globs into a sorted list.
+    """Expand files, folders (their image and video files, not recursive) and globs into a sorted list.
 
     Returns ``(files, problems, excluded)``: a problem is ``(input, message)`` for an input that
     matched nothing or is not a regular file. In ``exclude_dir`` (the output folder) files found
@@ -187,7 +190,7 @@ def _folder_images(folder: Path, exclude_dir: Path | None, suffix: str, excluded
     except OSError:
         return out
     for f in listing:
-        if f.name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or _kind(f) != "file":
+        if f.name.startswith(".") or f.suffix.lower() not in INPUT_SUFFIXES or _kind(f) != "file":
             continue
         if _looks_like_output(f, exclude_dir, suffix):
             excluded.append(f)
@@ -198,6 +201,10 @@ def _folder_images(folder: Path, exclude_dir: Path | None, suffix: str, excluded
 
 # ---------------------------------------------------------------------------------- outputs
 def _out_suffix(src: Path, fmt: str) -> str:
+    if is_video(src):  # a clip becomes a clip, whatever --format says for images
+        from .video_out import output_suffix
+
+        return output_suffix(src)
     if fmt == "same":
         s = src.suffix.lower()
         return s if s in IMAGE_SUFFIXES else ".png"
@@ -206,11 +213,13 @@ def _out_suffix(src: Path, fmt: str) -> str:
 
 def _names(stem: str, src: Path, opts: BatchOptions) -> dict[str, str]:
     """The output file names of one input, by role. The transmission map is a TIFF beside a TIFF
-    image (stacks need one) and a 16-bit PNG otherwise, so the name is known before reading."""
+    image (stacks need one), a grey clip beside a clip and a 16-bit PNG otherwise, so the name is
+    known before reading."""
     ext = _out_suffix(src, opts.format)
     names = {"image": f"{stem}{opts.suffix}{ext}"}
     if opts.save_transmission:
-        names["transmission"] = f"{stem}{TRANSMISSION}{'.tif' if ext in ('.tif', '.tiff') else '.png'}"
+        t_ext = ext if is_video(src) else ".tif" if ext in (".tif", ".tiff") else ".png"
+        names["transmission"] = f"{stem}{TRANSMISSION}{t_ext}"
     if opts.save_airlight:
         names["airlight"] = f"{stem}_airlight.json"
     return names
@@ -342,7 +351,8 @@ def plan_outputs(files: Sequence[Path], out_dir: Path, opts: BatchOptions) -> tu
             plan.error = "its output names clash with other inputs' even after renaming; rename the input"
         plans.append(plan)
     if opts.bit_depth == "16":
-        eight = [p for p in plans if p.image.suffix.lower() not in SIXTEEN_BIT_SUFFIXES]
+        eight = [p for p in plans
+                 if p.image.suffix.lower() not in SIXTEEN_BIT_SUFFIXES and not is_video(p.source)]
         if eight:
             raise BatchError(
                 f"{option('bit_depth', '16')}: {eight[0].source} would be written as "

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ._validate import json_text
+from .bench_report import format_header, format_markdown, format_report, format_row
 
-__all__ = ["DEFAULT_SIZES", "machine_info", "run_benchmark", "shape_for"]
+__all__ = ["DEFAULT_SIZES", "format_markdown", "format_report", "machine_info", "run_benchmark", "shape_for"]
 
 DEFAULT_SIZES = (0.25, 1.0, 4.0, 12.0)
 METHODS = ("clearnet", "dcp", "original", "clearnet-bf16")
@@ -159,8 +160,13 @@ def _worker(
 # ----------------------------------------------------------------------------- driver side
 def _spawn(method: str, frames: int, height: int, width: int, repeats: int, device: str,
            original: str, timeout: float) -> dict:
-    args = [sys.executable, "-m", "napari_clearnet.bench", "--worker",
-            json.dumps([method, frames, height, width, repeats, device, original])]
+    return run_worker(["--worker", json.dumps([method, frames, height, width, repeats, device, original])],
+                       timeout)
+
+
+def run_worker(argv: list[str], timeout: float) -> dict:
+    """Run ``python -m napari_clearnet.bench ARGV`` and return the JSON its last line prints."""
+    args = [sys.executable, "-m", "napari_clearnet.bench", *argv]
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -179,8 +185,10 @@ def run_benchmark(
     video: tuple[int, int, int] | None = DEFAULT_VIDEO,
     original: str | os.PathLike | None = None,
     log: Any = None,
+    clip: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
-    """Measure every method at every size (and the clip); returns a JSON-ready dict."""
+    """Measure every method at every size (and the stack ``video``); with ``clip`` (frames, H, W),
+    also ClearNet on an H.264 clip end to end beside dehaze only; returns a JSON-ready dict."""
     from .engine import pick_device
 
     device = str(pick_device(device))
@@ -227,8 +235,15 @@ def run_benchmark(
             results.append(row)
             if log is not None:
                 log(format_row(row))
-    return {"machine": machine_info(device), "repeats": repeats, "results": results,
-            "speedups": _speedups(results)}
+    report = {"machine": machine_info(device), "repeats": repeats, "results": results,
+              "speedups": _speedups(results)}
+    if clip is not None:
+        from .bench_video import format_clip, measure_clip
+
+        report["clip"] = measure_clip(clip, repeats, device)
+        if log is not None:
+            log(format_clip(report["clip"]))
+    return report
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -251,55 +266,6 @@ def _speedups(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def format_row(r: dict[str, Any]) -> str:
-    head = f"{r['method']:>9} {r['label']:>22} "
-    if "skipped" in r:
-        return head + f"skipped: {r['skipped']}"
-    return head + (f"{r['seconds']:9.3f} s {r['mp_per_s']:8.2f} MP/s {r['s_per_mp']:8.3f} s/MP "
-                   f"(CPU {r['cpu_seconds']:7.3f} s) "
-                   f"peak RSS {r['peak_rss_mb']:7.0f} MB (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f})")
-
-
-def format_header(m: dict[str, Any], repeats: int) -> list[str]:
-    return [f"device {m['device']}, torch {m['torch']}, {m['torch_threads']} threads, CPU {m['cpu']} "
-             f"({m['cpu_count']} logical), {m['date']}",
-             f"medians of {repeats} runs after a warm-up; peak RSS = ru_maxrss of a fresh "
-             "subprocess per row (+ what the image added to interpreter, torch and model)"]
-
-
-def format_markdown(report: dict[str, Any]) -> str:
-    """The results as a Markdown table (what docs/benchmarks.md shows)."""
-    m = report["machine"]
-    lines = [f"Measured {m['date']} on {m['cpu']} ({m['cpu_count']} logical CPUs), {m['device']}, "
-             f"torch {m['torch']} with {m['torch_threads']} threads; medians of {report['repeats']} runs "
-             "after a warm-up (the original design: at most 2).", "",
-             "| method | input | median s | MP/s | s/MP | CPU s | peak RSS MB (image's share) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in report["results"]:
-        size = f"{r['label']} ({r['width']}×{r['height']})" if r["frames"] == 1 else r["label"]
-        if "skipped" in r:
-            lines.append(f"| {r['method']} | {size} | skipped: {r['skipped']} | | | | |")
-        else:
-            share = r["peak_rss_mb"] - r["baseline_rss_mb"]
-            lines.append(f"| {r['method']} | {size} | {r['seconds']:.3f} | {r['mp_per_s']:.2f} | "
-                         f"{r['s_per_mp']:.3f} | {r['cpu_seconds']:.3f} | "
-                         f"{r['peak_rss_mb']:.0f} (+{share:.0f}) |")
-    lines += ["", "| input | ClearNet speed-up vs DCP | vs original |", "|---|---:|---:|"]
-    for label, s in report["speedups"].items():
-        vo = f"{s['vs_original']:.1f}×" if "vs_original" in s else "–"
-        vd = f"{s['vs_dcp']:.1f}×" if "vs_dcp" in s else "–"
-        lines.append(f"| {label} | {vd} | {vo} |")
-    return "\n".join(lines)
-
-
-def format_report(report: dict[str, Any], rows: bool = True) -> str:
-    lines = format_header(report["machine"], report["repeats"]) if rows else []
-    lines += [format_row(r) for r in report["results"]] if rows else []
-    for label, s in report["speedups"].items():
-        lines.append(f"ClearNet speed-up at {label}: " + ", ".join(f"{k[3:]} {v:.1f}x" for k, v in s.items()))
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``clearnet bench`` and ``benchmarks/bench.py``."""
@@ -310,6 +276,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated, from {','.join(METHODS)} (default %(default)s)")
     p.add_argument("--video", default="16x640x360",
                    help="clip as FRAMESxWIDTHxHEIGHT, or 'none' (default %(default)s)")
+    p.add_argument("--clip", default="48x1920x1080",
+                   help="also an H.264 clip FRAMESxWIDTHxHEIGHT end to end (decode, dehaze, encode) beside "
+                        "dehaze only, e.g. 48x1920x1080, or 'none' (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     p.add_argument("--original", default=None, help="path of original_unet.py (default: the checkout's)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -320,13 +289,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     try:
         sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
-        video = None
-        if args.video and args.video.lower() != "none":
-            n, w, h = (int(v) for v in args.video.lower().split("x"))
-            video = (n, h, w)
+        from .bench_video import parse_shape
+
+        video, clip = parse_shape(args.video), parse_shape(args.clip)
     except ValueError:
-        print(f"bench: --sizes takes megapixels like 0.25,1,4 and --video FRAMESxWIDTHxHEIGHT like "
-              f"16x640x360; got {args.sizes!r} and {args.video!r}", file=sys.stderr)
+        print(f"bench: --sizes takes megapixels like 0.25,1,4 and --video and --clip FRAMESxWIDTHxHEIGHT "
+              f"like 16x640x360; got {args.sizes!r}, {args.video!r} and {args.clip!r}", file=sys.stderr)
+        return 2
+    if clip is not None and min(clip) < 1:
+        print(f"bench: --clip needs at least one frame of one pixel, got {args.clip!r}", file=sys.stderr)
         return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     problem = _check_output(args.output) if args.output else None
@@ -346,7 +317,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(f"bench: {e}", file=sys.stderr)
             return 2
     try:
-        report = run_benchmark(sizes, methods, args.repeats, args.device, video, args.original, log)
+        report = run_benchmark(sizes, methods, args.repeats, args.device, video, args.original, log, clip)
     except ValueError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
@@ -383,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         print(json.dumps(_worker(*json.loads(argv[1]))))
+        return 0
+    if argv[:1] == ["--clip-worker"]:
+        from .bench_video import clip_worker
+
+        print(json.dumps(clip_worker(*json.loads(argv[1]))))
         return 0
     p = argparse.ArgumentParser(prog="bench", description="ClearNet speed and memory benchmark")
     add_arguments(p)

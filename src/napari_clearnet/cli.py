@@ -15,6 +15,7 @@ from typing import Any
 
 from ._validate import cli_spelling
 from .choices import BIT_DEPTHS, FORMATS, METHODS
+from .video_out import DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
 __all__ = ["Terminated", "build_parser", "main", "run_command", "terminating_signals"]
 
@@ -77,13 +78,15 @@ def _value_range(text: str) -> tuple[float, float]:
 def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dehaze",
-        help="dehaze image files, folders or globs into an output folder",
-        description="Dehaze image files, folders (their images) or glob patterns into OUTDIR. "
+        help="dehaze image and video files, folders or globs into an output folder",
+        description="Dehaze image and video files, folders (their images and clips) or glob patterns "
+        "into OUTDIR; a clip becomes a clip (H.264, same frame rate and size, audio kept). "
         "Existing outputs are never replaced unless --overwrite is given. Exit status: 0 all "
         "done, 1 some inputs failed or outputs already existed, 2 nothing could start, "
         "130 interrupted (rerun with --skip-existing to carry on).",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image or video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                    help="output folder (created if needed)")
     p.add_argument("--method", choices=METHODS, default=METHODS[0],
@@ -113,6 +116,24 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--value-range", type=_value_range, default=None, metavar="LOW,HIGH",
                    help="pixel values that become black and white, e.g. 0,4095 for 12-bit data "
                         "(default: decided from the data type and values)")
+    p.add_argument("--temporal-smoothing", type=float, default=None, metavar="S",
+                   help="steady the airlight and haze amount along clips and stacks, in [0, 1): 0 = off; "
+                        "default 0.8 for video (about 5 frames), off for image stacks")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="write hazy | dehazed side by side in one image or frame (twice the width), "
+                        "for reports")
+    p.add_argument("--crf", type=int, default=DEFAULT_CRF, metavar="N",
+                   help=f"H.264 quality of video outputs, 0-51, lower is better, 0 lossless "
+                        f"(default {DEFAULT_CRF})")
+    p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, metavar="NAME",
+                   help=f"x264 speed/size preset of video outputs (default {DEFAULT_PRESET}): "
+                        + ", ".join(PRESETS))
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="ADDRESS", default=None,
+                       help="spread the inputs over the Dask cluster whose scheduler is at ADDRESS "
+                            "(tcp://HOST:8786); inputs and OUTDIR must be on a shared file system")
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="spread the inputs over a local Dask cluster of N worker processes")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true",
@@ -132,9 +153,17 @@ def _run_dehaze(args: argparse.Namespace) -> int:
                 skip_existing=args.skip_existing, save_transmission=args.save_transmission,
                 save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
                 channel_axis=args.channel_axis, value_range=args.value_range, strength=args.strength,
+                temporal_smoothing=args.temporal_smoothing, side_by_side=args.side_by_side, crf=args.crf,
+                preset=args.preset,
             )
             progress = False if args.no_progress else None  # None: a bar on a terminal only
-            report = dehaze_files(args.inputs, args.output, opts, progress=progress)
+            if args.cluster is None and args.workers is None:
+                report = dehaze_files(args.inputs, args.output, opts, progress=progress)
+            else:
+                from .cluster import connect
+
+                with connect(args.cluster, args.workers) as client:
+                    report = dehaze_files(args.inputs, args.output, opts, progress=progress, client=client)
     except BatchError as exc:
         print(f"clearnet dehaze: error: {exc}", file=sys.stderr)
         return 2

@@ -49,6 +49,13 @@ _TAG_RE = re.compile(rb"napari-clearnet[\x00 ]source=([0-9a-f]{16})")
 def read_tag(path: str | os.PathLike) -> str | None:
     """The input fingerprint an output of ours records (None: none, or not readable)."""
     path = Path(path)
+    from .video import VIDEO_SUFFIXES
+
+    if path.suffix.lower() in VIDEO_SUFFIXES:  # in the container's metadata, read by PyAV
+        from .video import container_comment
+
+        m = _TAG_RE.search((container_comment(path) or "").encode())
+        return m.group(1).decode() if m else None
     try:
         if path.suffix.lower() == ".json":
             value = json.loads(path.read_text(encoding="utf-8")).get("source_fingerprint")

@@ -19,12 +19,14 @@ import numpy as np
 
 from ._validate import check_airlight
 from .arrays import as_array, describe_layout, restore_layout
-from .engine import Dehazer
+from .engine import Dehazer, FrameResult
 
 __all__ = ["DehazeResult", "Progress", "drive", "run"]
 
 #: what :func:`run` yields: (frames done, n_frames)
 Progress = tuple[int, int]
+#: what a streaming run hands each frame to: (frame index, the frame's result)
+Sink = Callable[[int, FrameResult], None]
 R = TypeVar("R")
 
 
@@ -34,14 +36,15 @@ class DehazeResult:
 
     ``image`` has the input's layout (grey stays grey, alpha is passed through), float32 in [0, 1];
     ``transmission`` is (…, H, W) float32 in (0, 1]; ``airlight`` is (…, 3) (three floats for a
-    single image); ``provenance`` says what produced it. ``transmission_raw`` (with ``with_raw``)
+    single image); ``provenance`` says what produced it. A streaming run (``sink``) keeps no
+    frames: ``image`` and ``transmission`` are None. ``transmission_raw`` (with ``with_raw``)
     is the method's unrefined t; ``airlight_sources`` (with ``with_sources``) are the pixels the
     method took A from, as rows ``(frame indices…, row, column)`` on the input's grid (at most
     :data:`~napari_clearnet.engine.MAX_SOURCES` per frame; none when A was given).
     """
 
-    image: np.ndarray
-    transmission: np.ndarray
+    image: np.ndarray | None
+    transmission: np.ndarray | None
     airlight: np.ndarray
     provenance: dict[str, Any] = field(default_factory=dict)
     transmission_raw: np.ndarray | None = None
@@ -70,6 +73,7 @@ def run(
     *,
     with_sources: bool = False,
     provenance: dict[str, Any] | None = None,
+    sink: Sink | None = None,
     **options: Any,
 ) -> Generator[Progress, None, DehazeResult]:
     """Dehaze ``image`` with ``dehazer``, yielding ``(frames done, n_frames)`` (first ``(0, n)``)
@@ -79,20 +83,27 @@ def run(
     ``airlight``, ``t0``, ``temporal_smoothing``, ``strip_pixels``, ``batch_size``,
     ``sky_protection``, ``strength``, ``with_raw``; see :func:`napari_clearnet.dehaze`);
     ``with_sources`` adds the airlight's source pixels and ``provenance`` entries to the record.
+    ``sink(i, frame)`` streams: each frame's :class:`~napari_clearnet.engine.FrameResult` (J as
+    (H, W, 3) RGB, t as (H, W), its buffers the sink's to keep) goes to it as soon as it is done and
+    nothing else is kept but A, so a clip of any length runs in the memory of a few frames.
     """
     start = time.perf_counter()
     image = as_array(image)
     layout = describe_layout(tuple(np.shape(image)), options.pop("channel_axis", "auto"))
     n, h, w = layout.n_frames, layout.height, layout.width
-    j = np.empty((n, h, w, 3), np.float32)
-    t = np.empty((n, h, w), np.float32)
+    keep = sink is None
+    j = np.empty((n, h, w, 3), np.float32) if keep else None
+    t = np.empty((n, h, w), np.float32) if keep else None
     a = np.empty((n, 3), np.float32)
-    raw = np.empty((n, h, w), np.float32) if options.get("with_raw") else None
+    raw = np.empty((n, h, w), np.float32) if options.get("with_raw") and keep else None
     points: list[np.ndarray] = []
-    frames = dehazer.iter_frames(image, channel_axis=layout.channel_axis, out=(j, t), **options)
+    out = (j, t) if keep else None
+    frames = dehazer.iter_frames(image, channel_axis=layout.channel_axis, out=out, **options)
     yield 0, n
     for i, total, res in frames:
-        a[i] = res.airlight  # J and t were written into j[i] and t[i]
+        a[i] = res.airlight  # J and t were written into j[i] and t[i] (or go to the sink)
+        if sink is not None:
+            sink(i, res)
         if raw is not None and res.transmission_raw is not None:
             raw[i] = res.transmission_raw
         if with_sources and res.sources is not None:
@@ -113,8 +124,8 @@ def run(
     if with_sources:
         sources = np.concatenate([np.zeros((0, len(fs) + 2)), *points]).astype(np.float32)
     return DehazeResult(
-        image=restore_layout(j, image, layout, options.get("value_range")),
-        transmission=t.reshape((*fs, h, w)),
+        image=None if j is None else restore_layout(j, image, layout, options.get("value_range")),
+        transmission=None if t is None else t.reshape((*fs, h, w)),
         airlight=a.reshape((*fs, 3)),
         provenance=record,
         transmission_raw=None if raw is None else raw.reshape((*fs, h, w)),
