@@ -7,8 +7,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .depth import DepthFit, HazeDepth, KnownDistance, haze_depth, visibility
 from .devices import pick_device
 from .engine import Dehazer, dehaze, load_model
 from .run import DehazeResult
 
-__all__ = ["DehazeResult", "Dehazer", "__version__", "dehaze", "load_model", "pick_device"]
+__all__ = [
+    "DehazeResult",
+    "Dehazer",
+    "DepthFit",
+    "HazeDepth",
+    "KnownDistance",
+    "__version__",
+    "dehaze",
+    "haze_depth",
+    "load_model",
+    "pick_device",
+    "visibility",
+]
