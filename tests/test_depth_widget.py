@@ -70,6 +70,9 @@ def test_relative_depth_points_fit_metric_depth_and_3d(make_napari_viewer, qtbot
     np.testing.assert_allclose(metres.scale, (2.0, 3.0))
     assert np.median(np.abs(metres.data / d - 1)) < 0.1
 
+    pts.add([500.0, 10.0])  # off the image: named in the status line, no fit
+    assert "point 4 (x=10, y=500) is outside the image (256×192" in w.status.value and w.fit is None
+    assert w.beta_label.value == "–"
     w.show_3d.value = True
     surf = [lay for lay in viewer.layers if isinstance(lay, Surface)]
     assert len(surf) == 1 and viewer.dims.ndisplay == 3
@@ -87,3 +90,19 @@ def test_surface_drapes_the_image_on_its_depth():
     far, near = vertices[vertices[:, 1] == 0, 0], vertices[vertices[:, 1] == 63, 0]
     assert far.min() > near.max()  # the top rows are farther
     assert vertices[:, 1].max() == 63 and vertices[:, 2].max() == 79  # the grid reaches the last pixel
+
+
+def test_another_input_gets_its_own_points_layer(make_napari_viewer, qtbot):
+    """Points are pixels of one image: estimating another input makes a new Points layer for it."""
+    viewer = make_napari_viewer()
+    data, _ = _scene()
+    a = viewer.add_image(data, name="a", rgb=True)
+    b = viewer.add_image(data[::2, ::2], name="b", rgb=True)
+    w = dock(viewer, "Haze depth")
+    w.method.value = "dcp"
+    for layer in (a, b):
+        w.input.value = layer
+        w.start()
+        _wait(qtbot, w)
+    assert "a known distances" in viewer.layers and "b known distances" in viewer.layers
+    assert viewer.layers.selection.active is viewer.layers["b known distances"]

@@ -165,12 +165,14 @@ class HazeDepthWidget(_Panel):
 
     # ------------------------------------------------------------------ points of known distance
     def edit_points(self, *_: Any) -> Any:
-        """The Points layer to click known distances into (made on first use), selected in add mode."""
-        if self.points is None or self.points not in self.viewer.layers:
-            src = self.state.source if self.state else self.input.value
-            if src is None:
-                show_error("napari-clearnet: choose an input image layer first")
-                return None
+        """The Points layer to click known distances into (made on first use, and again for another
+        input: its points are that image's pixels), selected in add mode."""
+        src = self.state.source if self.state else self.input.value
+        if src is None:
+            show_error("napari-clearnet: choose an input image layer first")
+            return None
+        if (self.points is None or self.points not in self.viewer.layers
+                or self.points.metadata.get(METADATA_KEY, {}).get("source") != src.name):
             geometry = {"scale": tuple(src.scale[-2:]), "translate": tuple(src.translate[-2:])}
             h, w = (src.data.shape[-3:-1] if src.rgb else src.data.shape[-2:])
             self.points = self.viewer.add_points(
