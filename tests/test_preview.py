@@ -124,6 +124,9 @@ def test_live_preview_follows_the_time_slider_reduced_then_full(make_napari_view
     qtbot.waitUntil(lambda: _shown(w) == (2, "full") and w.preview.worker is None, timeout=TIMEOUT_MS)
     stages = [stage for _, stage, _ in w.preview.timings]
     assert stages == ["reduced", "full", "reduced", "full"]
+    gen = w.preview.generation
+    w._frame_changed()  # a dims event that leaves the frame as it is (another axis) asks for nothing
+    assert w.preview.generation == gen and w.preview.worker is None
     assert threads and not any(threads)
     lay = w.preview.layer
     assert lay.data.shape == clip.shape[1:] and "frame 2" in lay.name and "full resolution" in lay.name

@@ -129,6 +129,8 @@ class LivePreview:
         self.viewer = viewer
         self.worker: Any = None
         self.pending: Request | None = None
+        #: the newest request, unless cancelled since (a repeat of it is not asked again)
+        self.last: Request | None = None
         self.layer: Any = None
         self.closed = False
         #: the newest request's number; a job whose request is older is stale
@@ -143,16 +145,20 @@ class LivePreview:
         follows the reduced copy with the full resolution. Any older request becomes stale."""
         if self.closed:
             return
+        frame = current_frame(layer, self.viewer)
+        last = self.last
+        if (last is not None and last.layer is layer and last.settings == settings and last.frame == frame
+                and last.full == full):
+            return  # e.g. another axis of the viewer moved: this frame is on its way or shown
         self.generation += 1
-        self.pending = Request(layer, settings, current_frame(layer, self.viewer), full, self.generation,
-                               time.perf_counter())
+        self.pending = self.last = Request(layer, settings, frame, full, self.generation, time.perf_counter())
         if self.worker is None:
             self._start_next()
 
     def cancel(self) -> None:
         """Drop the pending request and make the running one stale (it stops at its next check)."""
         self.generation += 1
-        self.pending = None
+        self.pending = self.last = None
 
     def stale(self, req: Request) -> bool:
         """Whether a newer request came after ``req`` (read from the worker thread)."""
