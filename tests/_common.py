@@ -279,3 +279,23 @@ def clip_facts(path: Path) -> dict[str, Any]:
     with av.open(str(path)) as c:
         facts["audio_packets"] = sum(1 for p in c.demux(*c.streams.audio) if p.size) if c.streams.audio else 0
     return facts
+
+
+def tilted_plane(h: int = 192, w: int = 256, near: float = 40.0, far: float = 300.0,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(clean RGB float32, depth in metres): 8-pixel blocks of saturated colour (one channel at 0.03,
+    so the dark-channel prior holds) on a plane tilted away from the camera, its distance growing
+    linearly from ``near`` (bottom row) to ``far`` (top row)."""
+    g = np.random.default_rng(seed)
+    blocks = (h // 8 + 1, w // 8 + 1)
+    base = g.random((*blocks, 3)) * 0.7 + 0.1
+    np.put_along_axis(base, g.integers(0, 3, blocks)[..., None], 0.03, axis=2)
+    clean = np.kron(base, np.ones((8, 8, 1)))[:h, :w].astype(np.float32)
+    d = np.broadcast_to(np.linspace(far, near, h, dtype=np.float32)[:, None], (h, w))
+    return clean, np.ascontiguousarray(d)
+
+
+def haze_with(clean: np.ndarray, d: np.ndarray, beta: float, airlight: float = 0.85) -> np.ndarray:
+    """``clean`` hazed with t = exp(−β d) and a grey airlight (float32 in [0, 1])."""
+    t = np.exp(-beta * d)[..., None]
+    return (clean * t + airlight * (1 - t)).astype(np.float32)

@@ -22,19 +22,25 @@ def _wait(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
 
-def test_strength_slider_previews_in_a_worker_and_the_run_uses_it(make_napari_viewer, qtbot, monkeypatch):
-    """Moving the slider updates one preview layer (a reduced copy, computed off the GUI thread,
-    laid over the input's extent); the full run then uses the chosen strength."""
+@pytest.fixture
+def threads(monkeypatch) -> list[bool]:
+    """For every preview computed: whether it ran on the GUI thread."""
     import threading
 
-    threads: list[bool] = []
+    seen: list[bool] = []
     real = _preview.preview_frame
 
     def spy(*args, **kwargs):
-        threads.append(threading.current_thread() is threading.main_thread())
+        seen.append(threading.current_thread() is threading.main_thread())
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_preview, "preview_frame", spy)
+    return seen
+
+
+def test_strength_slider_previews_in_a_worker_and_the_run_uses_it(make_napari_viewer, qtbot, threads):
+    """Moving the slider updates one preview layer (a reduced copy, computed off the GUI thread,
+    laid over the input's extent); the full run then uses the chosen strength."""
     viewer = make_napari_viewer()
     data = np.repeat(np.repeat(rgb_scene(), 12, 0), 12, 1)  # 768 x 960: the preview is reduced to 512
     src = viewer.add_image(data, name="scene", rgb=True, scale=(2.0, 2.0))
@@ -75,3 +81,113 @@ def test_newest_preview_request_wins(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: w.preview.worker is None and w.preview.pending is None, timeout=TIMEOUT_MS)
     assert "1.20" in w.preview.layer.name
     assert w.preview.done <= 2  # the first request, then only the newest
+
+
+def _clip(n: int = 3, h: int = 256, w: int = 320) -> np.ndarray:
+    """A small stack whose frames differ (the veil thickens), uint8 RGB."""
+    return np.stack([np.clip(rgb_scene(h, w, seed=i).astype(np.int16) + 12 * i, 0, 255).astype(np.uint8)
+                     for i in range(n)])
+
+
+def _on_frame_one(make_napari_viewer) -> tuple:
+    """(viewer, clip, its layer, the Dehaze widget): the clip at frame 1, the strength preview off."""
+    viewer = make_napari_viewer()
+    clip = _clip()
+    src = viewer.add_image(clip, name="clip", rgb=True)
+    w = dock(viewer, "Dehaze")
+    w.input.value = src
+    w.live.value = False
+    viewer.dims.set_current_step(0, 1)
+    return viewer, clip, src, w
+
+
+def _shown(w) -> tuple[int, str] | None:
+    lay = w.preview.layer
+    if lay is None:
+        return None
+    tag = lay.metadata["napari_clearnet"]
+    return tag["frame"], tag["stage"]
+
+
+def test_live_preview_follows_the_time_slider_reduced_then_full(make_napari_viewer, qtbot, monkeypatch,
+                                                                threads):
+    """With "live" on, moving a stack's time slider previews the frame shown: a reduced copy, then
+    the full resolution (identical to dehazing that frame alone), computed off the GUI thread."""
+    import napari_clearnet as nc
+
+    monkeypatch.setattr(_preview, "PREVIEW_SIDE", 128)
+    viewer, clip, src, w = _on_frame_one(make_napari_viewer)
+    assert w.preview.layer is None  # the live toggle is off: the slider alone previews nothing
+    w.follow.value = True
+    qtbot.waitUntil(lambda: _shown(w) == (1, "full"), timeout=TIMEOUT_MS)
+    viewer.dims.set_current_step(0, 2)
+    qtbot.waitUntil(lambda: _shown(w) == (2, "full") and w.preview.worker is None, timeout=TIMEOUT_MS)
+    stages = [stage for _, stage, _ in w.preview.timings]
+    assert stages == ["reduced", "full", "reduced", "full"]
+    gen = w.preview.generation
+    w._frame_changed()  # a dims event that leaves the frame as it is (another axis) asks for nothing
+    assert w.preview.generation == gen and w.preview.worker is None
+    assert threads and not any(threads)
+    lay = w.preview.layer
+    assert lay.data.shape == clip.shape[1:] and "frame 2" in lay.name and "full resolution" in lay.name
+    alone = nc.dehaze(clip[2], device="cpu")
+    np.testing.assert_allclose(lay.data, alone.image, atol=1e-5)  # strips leave no seams
+    np.testing.assert_allclose(lay.scale, src.scale[-2:])
+
+
+class _SlowRows:
+    """A real DCP estimator whose full-resolution strips each take ``delay`` s; ``log`` records the
+    height of every frame a strip is computed for (reduced copies run at full speed)."""
+
+    def __init__(self, inner, full_height: int, delay: float) -> None:
+        self._inner, self.full_height, self.delay = inner, full_height, delay
+        self.log: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def rows_at_full_resolution(self, low, t, size):
+        import time
+
+        rows = self._inner.rows_at_full_resolution(low, t, size)
+
+        def slow(frame_rows, r0, r1):
+            self.log.append(size[0])
+            if size[0] == self.full_height:
+                time.sleep(self.delay)
+            return rows(frame_rows, r0, r1)
+
+        return slow
+
+
+def test_newer_frame_cancels_a_running_full_resolution_job(make_napari_viewer, qtbot, monkeypatch):
+    """Moving the slider while frame 1's full-resolution pass runs stops that pass between strips
+    (it computes only part of them), never shows its result, and frame 2's preview follows; the
+    slider's event returns at once (the GUI never waits for a preview)."""
+    import time
+
+    import napari_clearnet as nc
+
+    clip = _clip()
+    h = clip.shape[1]
+    slow = _SlowRows(nc.load_model(method="dcp", device="cpu").estimator, h, delay=0.05)
+    dehazer = nc.Dehazer("dcp", device="cpu")
+    dehazer.estimator = slow
+    monkeypatch.setattr(_preview, "get_dehazer", lambda *_, **__: dehazer)
+    monkeypatch.setattr(_preview, "PREVIEW_SIDE", 128)
+    monkeypatch.setattr(_preview, "LIVE_STRIP_PIXELS", 8 * clip.shape[2])  # 32 strips of 8 rows
+    viewer, _, _, w = _on_frame_one(make_napari_viewer)
+    w.follow.value = True
+    qtbot.waitUntil(lambda: slow.log.count(h) >= 2, timeout=TIMEOUT_MS)  # frame 1's full pass runs
+    first = w.preview.generation
+    start = time.perf_counter()
+    viewer.dims.set_current_step(0, 2)
+    assert time.perf_counter() - start < 0.2  # the GUI thread only asked for a preview
+    qtbot.waitUntil(lambda: _shown(w) == (2, "full") and w.preview.worker is None, timeout=TIMEOUT_MS)
+    # strips, in order: frame 1 reduced, frame 1 full (stopped), frame 2 reduced, frame 2 full (32)
+    full_runs = "".join("F" if n == h else "r" for n in slow.log).strip("r").split("r")
+    full_runs = [run for run in full_runs if run]
+    assert len(full_runs) == 2 and len(full_runs[1]) == 32
+    assert 2 <= len(full_runs[0]) < 32  # stopped early, between strips
+    shown = [(gen, stage) for gen, stage, _ in w.preview.timings]
+    assert (first, "full") not in shown and shown[-1] == (first + 1, "full")

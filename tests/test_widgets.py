@@ -105,7 +105,7 @@ def test_menu_entries_in_live_layers_menu(make_napari_viewer):
     filt = next(a.menu() for a in layers.actions() if a.text() == "Filter")
     sub = next(a.menu() for a in filt.actions() if a.text() == "Dehazing (ClearNet)")
     texts = [a.text() for a in sub.actions()]
-    for title in ("Dehaze", "Transmission map", "Airlight", "Compare"):
+    for title in ("Dehaze", "Transmission map", "Airlight", "Compare", "Haze depth"):
         assert any(t.startswith(title) for t in texts), texts
 
 

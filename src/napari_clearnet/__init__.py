@@ -7,11 +7,25 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .depth import DepthFit, HazeDepth, KnownDistance, haze_depth, visibility
 from .devices import pick_device
 from .engine import Dehazer, dehaze, load_model
 from .run import DehazeResult
 from .video import read_video
 from .video_out import dehaze_video
 
-__all__ = ["DehazeResult", "Dehazer", "__version__", "dehaze", "dehaze_video", "load_model", "pick_device",
-           "read_video"]
+__all__ = [
+    "DehazeResult",
+    "Dehazer",
+    "DepthFit",
+    "HazeDepth",
+    "KnownDistance",
+    "__version__",
+    "dehaze",
+    "dehaze_video",
+    "haze_depth",
+    "load_model",
+    "pick_device",
+    "read_video",
+    "visibility",
+]

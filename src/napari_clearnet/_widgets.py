@@ -251,9 +251,15 @@ class DehazeWidget(_Panel):
                                             "estimate, 0 = none, >1 = more")
         self.live = CheckBox(text="preview while adjusting", value=True,
                              tooltip="dehaze a reduced copy of the current frame as the strength moves")
+        self.follow = CheckBox(text="live: dehaze the frame shown", value=False,
+                               tooltip="as a stack's or video's time slider moves, dehaze the frame shown: "
+                                       "a reduced copy first, then full resolution; a newer frame cancels "
+                                       "an older one")
         self.preview = LivePreview(self.viewer)
         self.strength.changed.connect(self._preview_changed)
         self.live.changed.connect(self._live_toggled)
+        self.follow.changed.connect(self._follow_toggled)
+        self.viewer.dims.events.current_step.connect(self._frame_changed)
         self.t0 = _spin("t0", 0.1, 0.01, 0.9, tooltip="lower bound of t in J = (I - A)/max(t, t0) + A")
         self.override = CheckBox(text="set airlight A by hand", value=False)
         self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001, enabled=False) for c in "RGB"]
@@ -268,7 +274,7 @@ class DehazeWidget(_Panel):
         self.method.changed.connect(lambda m: setattr(self.sky, "value", DEFAULT_SKY_PROTECTION[m]))
         self.add_t = CheckBox(text="add transmission map", value=False)
         self.add_a = CheckBox(text="add airlight sources", value=False)
-        self.extend([self.strength, self.live, self.t0, self.override,
+        self.extend([self.strength, self.live, self.follow, self.t0, self.override,
                      Container(widgets=self.a_rgb, layout="horizontal", label="A (R, G, B)"),
                      self.smoothing, self.sky, self.add_t, self.add_a])
 
@@ -281,8 +287,9 @@ class DehazeWidget(_Panel):
         return ["dehazed"] + ["transmission"] * self.add_t.value + ["airlight"] * self.add_a.value
 
     def _preview_changed(self, *_: Any) -> None:
-        """Strength moved: preview the current frame with it, in a worker (never blocks)."""
-        if not self.live.value or self._closed or self.input.value is None:
+        """Strength moved: preview the current frame with it, in a worker (never blocks); live, at
+        full resolution after the reduced copy."""
+        if not (self.live.value or self.follow.value) or self._closed or self.input.value is None:
             return
         try:
             check_layer(self.input.value)
@@ -290,11 +297,24 @@ class DehazeWidget(_Panel):
         except ValueError as exc:
             self.status.value = str(exc)
             return
-        self.preview.request(self.input.value, settings)
+        self.preview.request(self.input.value, settings, full=bool(self.follow.value))
+
+    def _frame_changed(self, *_: Any) -> None:
+        """The time slider moved: with the live toggle on, preview the frame now shown."""
+        if self.follow.value and not self._closed:
+            self._preview_changed()
 
     def _live_toggled(self, on: bool) -> None:
         if on:
             self._preview_changed()
+        elif not self.follow.value:
+            self.preview.remove()
+
+    def _follow_toggled(self, on: bool) -> None:
+        if on:
+            self._preview_changed()
+        elif self.live.value:
+            self.preview.cancel()  # a full-resolution job in flight stops; the preview stays
         else:
             self.preview.remove()
 
@@ -304,6 +324,7 @@ class DehazeWidget(_Panel):
 
     def _teardown(self, *_: Any) -> None:
         self.preview.close()
+        self.viewer.dims.events.current_step.disconnect(self._frame_changed)
         super()._teardown()
 
 

@@ -1,4 +1,4 @@
-"""The ``clearnet`` command line: ``clearnet dehaze | weights | bench``.
+"""The ``clearnet`` command line: ``clearnet dehaze | depth | weights | bench``.
 
 Each subcommand's parser lives in its own ``add_*_parser`` function and calls the plain-Python
 core; nothing here knows about Qt.
@@ -75,6 +75,18 @@ def _value_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def add_output_and_method_arguments(p: argparse.ArgumentParser) -> None:
+    """``-o OUTDIR``, ``--method``, ``--model`` and ``--device``: what every command that runs a
+    method asks for."""
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="output folder (created if needed)")
+    p.add_argument("--method", choices=METHODS, default=METHODS[0],
+                   help="ClearNet (default) or the classic Dark Channel Prior")
+    p.add_argument("--model", metavar="NAME_OR_PATH", default=None,
+                   help="registry name, .safetensors path or hf://ORG/REPO/FILE (default: bundled model)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+
+
 def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dehaze",
@@ -87,13 +99,7 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image or video files, folders or glob patterns")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
-                   help="output folder (created if needed)")
-    p.add_argument("--method", choices=METHODS, default=METHODS[0],
-                   help="ClearNet (default) or the classic Dark Channel Prior")
-    p.add_argument("--model", metavar="NAME_OR_PATH", default=None,
-                   help="registry name, .safetensors path or hf://ORG/REPO/FILE (default: bundled model)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    add_output_and_method_arguments(p)
     p.add_argument("--sky-protection", type=float, default=None, metavar="K",
                    help="keep flat regions within K of the airlight (bright sky, dense fog) from turning "
                         "into rings, blotches and noise: 0 = off; default 0.2 for ClearNet, off for the DCP")
@@ -177,6 +183,20 @@ def _run_dehaze(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def add_depth_parser(sub: argparse._SubParsersAction) -> None:
+    from ._depth_cli import add_arguments, run_from_args
+
+    p = sub.add_parser(
+        "depth", help="depth map and visibility from an image's haze",
+        description="Read an image's transmission t as depth (t = exp(-beta d)): the relative depth "
+        "-ln t, and with points of known distance beta by least squares, the depth in metres and the "
+        "meteorological visibility V = ln(20)/beta, with uncertainties from the spread of the points. "
+        "Writes float32 TIFFs and a JSON record (also printed). Exit status: 0 done, 2 nothing written.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run_from_args)
+
+
 def add_weights_parser(sub: argparse._SubParsersAction) -> None:
     from ._weights_cli import add_arguments
 
@@ -211,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-clearnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_dehaze_parser(sub)
+    add_depth_parser(sub)
     add_weights_parser(sub)
     add_bench_parser(sub)
     return parser

@@ -35,7 +35,16 @@ from .devices import pick_device
 from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
 from .model import ClearNet
 
-__all__ = ["METHODS", "Dehazer", "FrameResult", "cached_model", "dehaze", "load_model", "pick_device"]
+__all__ = [
+    "METHODS",
+    "Dehazer",
+    "FrameResult",
+    "cached_model",
+    "dehaze",
+    "load_model",
+    "pick_device",
+    "resolve_dehazer",
+]
 
 #: pixels per strip of the full-resolution pass; bounds peak memory on huge images
 DEFAULT_STRIP_PIXELS = 4_000_000
@@ -393,6 +402,13 @@ def dehaze(
     editor's dehaze slider; ``with_raw`` adds the method's raw t, ``with_sources`` the airlight's
     source pixels. The input is never modified.
     """
+    return resolve_dehazer(method, model, device).dehaze(image, progress=progress, **kwargs)
+
+
+def resolve_dehazer(method: str | None, model: str | os.PathLike | Dehazer | None, device: str | torch.device
+                    ) -> Dehazer:
+    """The loaded method the API's ``method``, ``model`` and ``device`` arguments name: a given
+    :class:`Dehazer` (whose method ``method`` must match), else one from :func:`cached_model`."""
     if method is not None:
         _check_method(method)
     if isinstance(model, Dehazer):
@@ -401,7 +417,5 @@ def dehaze(
                 f"method={method!r} but the given Dehazer runs {model.method!r}; pass a Dehazer of "
                 f"load_model(method={method!r}) or leave method out"
             )
-        dehazer = model
-    else:
-        dehazer = cached_model(model, method=method or "clearnet", device=device)
-    return dehazer.dehaze(image, progress=progress, **kwargs)
+        return model
+    return cached_model(model, method=method or "clearnet", device=device)

@@ -93,6 +93,12 @@ class Estimator(ABC):
     def recovery_t0(self, t0: float | None) -> float:
         """The lower bound of t in the recovery: ``t0``, or the method's own when None."""
 
+    @property
+    @abstractmethod
+    def t_floor(self) -> float:
+        """The smallest t the method reports: t there says "at least this much haze", no more
+        (haze depth reads such pixels as a lower bound only)."""
+
     @abstractmethod
     def provenance(self) -> dict[str, Any]:
         """What identifies the method's output: model, weights checksum, precision, parameters."""
@@ -153,6 +159,10 @@ class ClearNetEstimator(Estimator):
     def recovery_t0(self, t0: float | None) -> float:
         return self.model.config.t0 if t0 is None else t0
 
+    @property
+    def t_floor(self) -> float:
+        return float(self.model.config.t_min)  # the network's and the upsampling's clamp
+
     def provenance(self) -> dict[str, Any]:
         precision = str(self.amp_dtype).removeprefix("torch.") if self.half else "float32"
         return {"model": self.name, "sha256": self.sha256, "precision": precision}
@@ -180,6 +190,12 @@ class DCPEstimator(Estimator):
 
     def recovery_t0(self, t0: float | None) -> float:
         return self.params.t0 if t0 is None else replace(self.params, t0=t0).t0  # the DCP's (0, 1)
+
+    @property
+    def t_floor(self) -> float:
+        # where the image's dark channel equals A's (sky, opaque fog), t = 1 - omega; the clamp
+        # of rows_at_full_resolution is lower still
+        return max(1.0 - float(self.params.omega), 1e-3)
 
     def provenance(self) -> dict[str, Any]:
         return {"model": None, "sha256": None, "precision": "float32", "dcp": self.params.to_dict()}

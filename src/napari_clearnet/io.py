@@ -34,6 +34,7 @@ __all__ = [
     "ImageFile",
     "load_image",
     "read_image",
+    "write_float_tiff",
     "write_image",
 ]
 
@@ -357,3 +358,19 @@ def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: b
         info.add_text(TAG_KEY, text)
         kw["pnginfo"] = info
     Image.fromarray(data).save(tmp, format=fmt, **kw)
+
+
+def write_float_tiff(
+    path: str | os.PathLike, data: np.ndarray, *, overwrite: bool = False,
+    source_fingerprint: str | None = None, description: str | None = None,
+) -> Path:
+    """Write an (H, W) map of measurements (metres, optical depth) as a float32 TIFF with its values
+    as they are, atomically; refuse to replace an existing file unless asked."""
+    import tifffile
+
+    path = Path(path)
+    arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+    with atomic_path(path, overwrite) as tmp:
+        tifffile.imwrite(tmp, arr, photometric="minisblack", description=description,
+                         software=tag_text(source_fingerprint) if source_fingerprint else TAG_KEY)
+    return path
