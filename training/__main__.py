@@ -1,4 +1,4 @@
-"""``python -m training {train,evaluate,export,prepare}`` — run from the repository root."""
+"""``python -m training {train,evaluate,photos,export,prepare}`` — run from the repository root."""
 
 from __future__ import annotations
 
