@@ -21,9 +21,9 @@ from _common import REPO, TINY, strict_json, train_cli, training_config, write_h
 import napari_clearnet
 from napari_clearnet import io, weights
 from training.__main__ import main as training_main
+from training.checkpoints import load_checkpoint
 from training.data import read_ids_file
 from training.export import ema_model, export, export_hub_folder
-from training.train import load_checkpoint
 
 
 def test_export_loads_in_the_plugin_with_identical_outputs(full_run: Path, tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ from _common import REPO, TINY, strict_json, train_cli, training_config
 from PIL import Image
 
 from training.__main__ import main as training_main
+from training.checkpoints import load_checkpoint
 from training.config import load_config
 from training.data import find_hazy_images, split_train_val
-from training.train import TrainOptions, load_checkpoint, train
+from training.train import TrainOptions, train
 
 
 def _train(

@@ -20,6 +20,8 @@ from torch.utils.data import Dataset, Sampler
 
 from napari_clearnet import arrays, io, physics
 
+from .config import TrainConfig
+
 __all__ = [
     "GT_DIRS",
     "HazyCrops",
@@ -27,9 +29,11 @@ __all__ = [
     "StepSampler",
     "find_hazy_images",
     "find_pairs",
+    "hazy_crops",
     "load_rgb",
     "read_ids_file",
     "split_train_val",
+    "step_generator",
 ]
 
 #: folders holding clear references in RESIDE (ITS/OTS ``clear``, SOTS/HSTS ``gt``/``GT``); never
@@ -191,6 +195,23 @@ class StepSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
+
+
+def hazy_crops(cfg: TrainConfig, paths: list[Path], seed: int) -> HazyCrops:
+    """The crops the config's data and model sections ask for (training and validation alike)."""
+    ws = cfg.model.working_size
+    return HazyCrops(
+        paths, cfg.data.crop_size or ws, seed=seed, crop_range=cfg.data.crop_range,
+        engine_scale=ws if cfg.data.match_engine_scale else None,
+    )
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The random stream of one step on one rank (its pseudo haze): a pure function of
+    ``(seed, step, rank)``, so a resumed run draws exactly what an uninterrupted one would."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, step, rank, 7]).generate_state(1)[0]))
+    return g
 
 
 @dataclass(frozen=True)

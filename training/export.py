@@ -21,7 +21,7 @@ from napari_clearnet._validate import json_text
 from napari_clearnet.files import atomic_path, write_text
 from napari_clearnet.model import ClearNet, ClearNetConfig
 
-from .train import load_checkpoint
+from .checkpoints import load_checkpoint
 
 __all__ = ["ema_model", "export", "export_hub_folder", "update_registry"]
 

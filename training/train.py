@@ -4,6 +4,9 @@ CUDA and DistributedDataParallel through ``torchrun``.
 
 Determinism: every random draw (which image, which crop, which pseudo haze) is a function of
 ``(seed, step, rank)``, so a resumed run sees exactly the batches an uninterrupted run would.
+
+This module is the loop and its optimiser pieces; checkpoint files are in
+:mod:`training.checkpoints`, the measures that choose ``best.pt`` in :mod:`training.validation`.
 """
 
 from __future__ import annotations
@@ -25,21 +28,17 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from napari_clearnet import engine, physics
+from napari_clearnet import engine
 from napari_clearnet._validate import json_text
 from napari_clearnet.model import ClearNet
 
+from .checkpoints import RUN_FILES, atomic_save, load_checkpoint
 from .config import TrainConfig
-from .data import HazyCrops, StepSampler, find_hazy_images, find_pairs, split_train_val
-from .evaluate import SPLITS_DIR, LoadedPair, load_pairs, mean_scores, paired_splits, score
+from .data import StepSampler, find_hazy_images, hazy_crops, split_train_val, step_generator
 from .losses import Objective, make_pseudo_pairs, pseudo_pair_losses
+from .validation import Validator, load_val_pairs
 
-__all__ = ["TrainOptions", "TrainingDiverged", "load_checkpoint", "train"]
-
-#: what a run folder holds (``--overwrite`` removes these and nothing else)
-RUN_FILES = ("best.pt", "last.pt", "best.json", "run.json", "tensorboard")
-#: keys every training checkpoint has
-CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "scaler", "model_config", "train_config")
+__all__ = ["TrainOptions", "TrainingDiverged", "train"]
 
 
 class TrainingDiverged(ValueError):
@@ -80,12 +79,6 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([seed, step, rank, 7]).generate_state(1)[0]))
-    return g
-
-
 def _lr_lambda(cfg: TrainConfig, total: int):
     o = cfg.optim
 
@@ -103,57 +96,6 @@ def _ema_update(ema: ClearNet, model: ClearNet, decay: float, step: int) -> None
     d = min(decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not stuck at init
     for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(p.detach(), 1.0 - d)
-
-
-def _crops(cfg: TrainConfig, paths: list[Path], seed: int) -> HazyCrops:
-    ws = cfg.model.working_size
-    return HazyCrops(
-        paths, cfg.data.crop_size or ws, seed=seed, crop_range=cfg.data.crop_range,
-        engine_scale=ws if cfg.data.match_engine_scale else None,
-    )
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:  # an interrupt (Ctrl-C, SIGTERM) leaves no partial checkpoint behind
-        if tmp.exists():
-            tmp.unlink()
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint (``last.pt``/``best.pt``, or a run folder → ``last.pt``).
-
-    Checkpoints are our own files and hold optimiser state and RNG states, hence ``weights_only``
-    is off; never load checkpoints from untrusted sources (export to safetensors to share).
-    Anything else (exported weights, a truncated or foreign file) is a one-line ``ValueError``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if len(head) > 9 and head[8:9] == b"{":  # a safetensors header
-        raise ValueError(
-            f"{path} holds exported weights (safetensors), not a training checkpoint; --resume and "
-            "export take a run's last.pt or best.pt"
-        )
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises many types for truncated or foreign files
-        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"cannot read checkpoint {path}: {first[:200]}; the file is truncated or not a checkpoint "
-            "(a run folder keeps best.pt and last.pt)"
-        ) from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
-    if missing:
-        raise ValueError(f"{path} is not a training checkpoint of this version (missing {missing})")
-    return ck
 
 
 def _check_out(out: Path, opts: TrainOptions) -> None:
@@ -186,99 +128,6 @@ def _machine(device: torch.device, world: int) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-# ---------------------------------------------------------------------------------- validation
-def load_val_pairs(
-    folders: list[str] | str | None, ids_file: str | None = None, splits_dir: str | Path | None = None
-) -> dict[str, list[LoadedPair]]:
-    """The validation pairs of each paired folder: its committed ``val`` split
-    (``training/splits/<name>-val.txt``), or all its pairs when no split is committed, or the IDs
-    of ``ids_file`` (one folder only). Held-out IDs are never loaded here."""
-    if not folders:
-        return {}
-    folders = [folders] if isinstance(folders, str | Path) else list(folders)
-    if ids_file is not None:
-        rows = paired_splits(folders, ids_file=ids_file)
-    else:
-        where = SPLITS_DIR if splits_dir is None else splits_dir
-        rows = [r for r in paired_splits(folders, "auto", splits_dir=where) if r.split in ("val", "all")]
-    return {r.set: load_pairs(find_pairs(r.folder, r.ids)) for r in rows}
-
-
-class Validator:
-    """Both validation measures: the pseudo-pair loss on fixed crops of the held-out 30 % of the
-    hazy photos (unsupervised), and PSNR/SSIM on paired validation sets through the real engine.
-    With several paired sets the measure is the mean over sets of each set's mean, so a set of
-    real haze weighs as much as a larger synthetic one."""
-
-    def __init__(
-        self, cfg: TrainConfig, val_paths: list[Path], pairs: dict[str, list[LoadedPair]] | None,
-        device: torch.device, seed: int,
-    ) -> None:
-        self.cfg, self.device, self.pairs = cfg, device, pairs
-        self.crops: torch.Tensor | None = None
-        if val_paths:
-            ds = _crops(cfg, val_paths, seed + 1)
-            self.crops = torch.stack([ds[i] for i in range(cfg.data.val_crops)])
-            gen = _step_generator(seed, 10**9, 0)  # a stream no training step uses
-            prior = ClearNet(cfg.model).prior
-            self.pseudo = make_pseudo_pairs(prior, self.crops, gen, **cfg.pseudo_pair_kwargs())
-
-    @torch.no_grad()
-    def __call__(self, model: ClearNet) -> dict[str, float]:
-        model.eval()
-        out: dict[str, float] = {}
-        if self.crops is not None:
-            terms = {"pseudo_depth": 0.0, "pseudo_airlight": 0.0}
-            for i in range(0, len(self.crops), 8):
-                sl = slice(i, i + 8)
-                part = copy.copy(self.pseudo)
-                part.hazy, part.depth = self.pseudo.hazy[sl], self.pseudo.depth[sl]
-                part.airlight = self.pseudo.airlight[sl]
-                pred = model(part.hazy.to(self.device))
-                for k, v in pseudo_pair_losses(pred["t"].cpu(), pred["airlight"].cpu(), part).items():
-                    terms[k] += float(v) * len(part.hazy) / len(self.crops)
-            out["val/pseudo_depth"] = terms["pseudo_depth"]
-            out["val/pseudo_airlight"] = terms["pseudo_airlight"]
-            out["val/pseudo_total"] = terms["pseudo_depth"] + terms["pseudo_airlight"]
-        if self.pairs:
-            dehazer = engine.Dehazer("clearnet", model, device=self.device, half=False)
-            for name, pairs in self.pairs.items():
-                rows, _ = score(dehazer, pairs)
-                out[f"val/psnr/{name}"], out[f"val/ssim/{name}"] = mean_scores(rows)
-            out["val/psnr"] = float(np.mean([out[f"val/psnr/{n}"] for n in self.pairs]))
-            out["val/ssim"] = float(np.mean([out[f"val/ssim/{n}"] for n in self.pairs]))
-        return out
-
-    @property
-    def has_signal(self) -> bool:
-        return self.crops is not None or bool(self.pairs)
-
-    def measure(self, scores: dict[str, float]) -> tuple[float | None, str]:
-        """Higher is better. PSNR on the paired split when there is one (it measures the clear
-        image users get); otherwise minus the pseudo-pair loss (the only label-free signal that
-        penalises both doing nothing and over-dehazing). ``None`` when there is nothing to
-        measure: then the last step is selected (never the untrained prior for ever)."""
-        if "val/psnr" in scores:
-            why = f"val/psnr (mean over the validation splits of {', '.join(self.pairs or [])})"
-            return scores["val/psnr"] + 1e-3 * scores["val/ssim"], why
-        if "val/pseudo_total" in scores:
-            return -scores["val/pseudo_total"], "-val/pseudo_total (pseudo-pair loss)"
-        return None, "last step (no validation images or pairs to select by)"
-
-    @torch.no_grad()
-    def image_grid(self, model: ClearNet, n: int = 4) -> torch.Tensor | None:
-        """(3, H, W) rows of hazy | dehazed | t | A swatch for TensorBoard."""
-        if self.crops is None:
-            return None
-        x = self.crops[:n].to(self.device)
-        pred = model(x)
-        j = physics.recover(x, pred["t"], pred["airlight"], model.config.t0)
-        t = pred["t"].expand(-1, 3, -1, -1)
-        a = pred["airlight"].reshape(-1, 3, 1, 1).expand_as(x)
-        rows = [torch.cat([x[i], j[i], t[i], a[i]], -1) for i in range(len(x))]
-        return torch.cat(rows, -2).clamp(0, 1).cpu()
 
 
 # ---------------------------------------------------------------------------------- main loop
@@ -420,7 +269,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
             writer.add_image("val/hazy|dehazed|t|A", grid, step)
         if value is None or best is None or best.get("value") is None or value > best["value"]:
             best = {"step": step, "value": value, "measure": why, "scores": scores}
-            _atomic_save(checkpoint(step), out / "best.pt")
+            atomic_save(checkpoint(step), out / "best.pt")
             (out / "best.json").write_text(json_text(best, indent=2) + "\n", encoding="utf-8")
 
     t_start = time.perf_counter()
@@ -428,7 +277,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         validate(0)  # the untrained model (= the prior) is a legitimate candidate
 
     last_step = o.max_steps if opts.stop_at is None else min(o.max_steps, int(opts.stop_at))
-    dataset = _crops(cfg, train_paths, seed)
+    dataset = hazy_crops(cfg, train_paths, seed)
     loader = DataLoader(
         dataset, batch_sampler=StepSampler(o.batch_size, start_step, last_step, rank, world),
         num_workers=cfg.data.num_workers,
@@ -443,7 +292,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     model.train()
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        gen = _step_generator(seed, step, rank)
+        gen = step_generator(seed, step, rank)
         pairs_b = make_pseudo_pairs(model.prior, batch, gen, **cfg.pseudo_pair_kwargs())
         b = batch.shape[0]
         inputs = torch.cat([pairs_b.hazy, batch]) if cfg.loss.needs_real_pass else pairs_b.hazy
@@ -489,7 +338,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
             if step % o.val_every == 0 or step == last_step:
                 validate(step)
             if step % o.ckpt_every == 0 or step == last_step:
-                _atomic_save(checkpoint(step), out / "last.pt")
+                atomic_save(checkpoint(step), out / "last.pt")
     elapsed += time.perf_counter() - t_start
     if bar is not None:
         bar.close()
