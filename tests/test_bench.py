@@ -95,3 +95,46 @@ def test_bench_clip_row_reports_end_to_end_beside_dehaze_only(capsys) -> None:
     assert clip["end_to_end_fps"] > 0 and clip["dehaze_fps"] > 0
     assert clip["ratio"] == pytest.approx(clip["end_to_end_fps"] / clip["dehaze_fps"])
     assert cli_main(["bench", "--clip", "0x64x48", "--video", "none"]) == 2
+
+
+def _spinners() -> list[int]:
+    """PIDs of busy processes bench_load started that are still alive."""
+    from napari_clearnet import bench_load
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if bench_load._SPIN.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_bench_load_measures_idle_and_busy_cores_side_by_side(capsys) -> None:
+    """Issue 15: --load 0,1 gives every row idle and with one core kept busy by another process,
+    the loaded/idle ratio, page faults and system time; no busy process outlives the run."""
+    rc = cli_main(["bench", "--sizes", "0.02", "--methods", "clearnet,dcp", "--repeats", "1",
+                   "--video", "none", "--clip", "none", "--load", "0,1", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["loads"] == [0, 1]
+    assert sorted((r["method"], r["load"]) for r in report["results"]) == [
+        ("clearnet", 0), ("clearnet", 1), ("dcp", 0), ("dcp", 1)]
+    for r in report["results"]:
+        assert r["seconds"] > 0 and r["minor_faults"] >= 0 and r["system_seconds"] >= 0
+    loaded = report["speedups"]["0.02 MP, 1 core busy"]
+    assert loaded["loaded_vs_idle"] > 0 and "vs_dcp" in loaded
+    assert not _spinners()
+
+
+def test_bench_load_is_checked_before_the_run(capsys) -> None:
+    for bad in ("-1", "two", ""):
+        assert cli_main(["bench", "--sizes", "0.01", "--load", bad, "--video", "none", "--clip", "none"]) == 2
+        assert "--load" in capsys.readouterr().err
+    from napari_clearnet.bench_load import busy_cores
+
+    with pytest.raises(ValueError, match="busy cores"), busy_cores(-1):
+        pass

@@ -91,3 +91,26 @@ def test_estimate_update_takes_the_new_rows_and_keeps_the_sources() -> None:
     assert e.airlight[[0, 2]].eq(1).all() and e.scale[[0, 2]].eq(1).all()
     assert torch.equal(e.sources, sources)
     assert physics.resize(e.t, (4, 5)) is e.t  # nothing to resize at the working resolution
+
+
+def test_a_model_without_a_per_pixel_correction_skips_its_decoder_with_the_same_numbers(monkeypatch) -> None:
+    """The shipped model's t-head is all zeros (trained without the per-pixel correction): its
+    output is exactly 0, so inference skips the decoder that feeds it, bit for bit the same. A
+    model whose t-head is not zero runs the decoder and its correction shows."""
+    import copy
+
+    from napari_clearnet.model import ClearNet
+
+    model = copy.deepcopy(dehazer("clearnet").model).eval()
+    assert not model.has_residual()
+    low = _frame(96, 128)
+    with torch.inference_mode():
+        fast = model(low)
+        monkeypatch.setattr(ClearNet, "has_residual", lambda self: True)
+        full = model(low)
+        monkeypatch.undo()
+        for key in ("t", "airlight", "scale", "t_prior", "sources"):
+            assert torch.equal(fast[key], full[key]), key
+        model.t_head.bias.fill_(0.3)
+        assert model.has_residual()
+        assert not torch.equal(model(low)["t"], fast["t"])

@@ -94,3 +94,25 @@ def test_airlight_comes_from_the_most_haze_opaque_pixels() -> None:
     assert torch.equal(physics.airlight_top_dark(img, dark, 0.01, "mean"), mean.clamp(1e-3, 1.0))
     assert torch.equal(physics.airlight_top_dark(img, dark, 0.01, "mean", idx),
                        physics.airlight_top_dark(img, dark, 0.01, "mean"))
+
+
+@pytest.mark.parametrize(("shape", "r"),
+                         [((1, 1, 9, 13), 3), ((2, 3, 17, 5), 4), ((1, 2, 1, 7), 2), ((1, 1, 6, 6), 9)])
+def test_box_filter_is_the_mean_over_the_window_clipped_at_the_borders(shape, r) -> None:
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    want = torch.empty_like(x)
+    h, w = shape[-2:]
+    for i in range(h):
+        for j in range(w):
+            want[..., i, j] = x[..., max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].mean((-2, -1))
+    assert torch.allclose(physics.box_filter(x, r), want, atol=1e-12)
+
+
+def test_gray_is_the_same_in_any_memory_layout_and_into_a_buffer() -> None:
+    x = torch.rand(1, 3, 30, 40, generator=torch.Generator().manual_seed(6))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    want = (x * torch.tensor(physics.LUMA).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
+    out = torch.empty(1, 1, 30, 40)
+    for got in (physics.gray(x), physics.gray(cl), physics.gray(cl, out=out), physics.gray(x, out=out)):
+        assert got.shape == (1, 1, 30, 40) and torch.allclose(got, want, atol=1e-6)
+    assert physics.gray(cl, out=out) is out

@@ -146,16 +146,16 @@ class _SlowRows:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def rows_at_full_resolution(self, low, t, size):
+    def rows_at_full_resolution(self, low, t, size, buffers=None):
         import time
 
-        rows = self._inner.rows_at_full_resolution(low, t, size)
+        rows = self._inner.rows_at_full_resolution(low, t, size, buffers)
 
-        def slow(frame_rows, r0, r1):
+        def slow(frame_rows, r0, r1, out=None):
             self.log.append(size[0])
             if size[0] == self.full_height:
                 time.sleep(self.delay)
-            return rows(frame_rows, r0, r1)
+            return rows(frame_rows, r0, r1, out)
 
         return slow
 

@@ -69,12 +69,12 @@ class _Interruptible:
         self._check()
         return self._inner.estimate(*args, **kwargs)
 
-    def rows_at_full_resolution(self, low: Any, t: Any, size: tuple[int, int]) -> Any:
-        rows = self._inner.rows_at_full_resolution(low, t, size)
+    def rows_at_full_resolution(self, low: Any, t: Any, size: tuple[int, int], buffers: Any = None) -> Any:
+        rows = self._inner.rows_at_full_resolution(low, t, size, buffers)
 
-        def checked(frame_rows: Any, r0: int, r1: int) -> Any:
+        def checked(frame_rows: Any, r0: int, r1: int, out: Any = None) -> Any:
             self._check()
-            return rows(frame_rows, r0, r1)
+            return rows(frame_rows, r0, r1, out)
 
         return checked
 

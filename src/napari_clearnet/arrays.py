@@ -10,6 +10,7 @@ not unambiguous is refused with a message that says what to pass, never guessed.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -200,6 +201,9 @@ def _min_max_bad(a: Any) -> tuple[float, float, int]:
         return float(lo), float(hi), int(n_bad)
     a = native(np.asarray(a))
     if np.issubdtype(a.dtype, np.floating):
+        lo, hi = _min_max(a)
+        if math.isfinite(lo) and math.isfinite(hi):  # NaN would show in both, inf in one
+            return lo, hi, 0
         finite = np.isfinite(a)
         n_bad = int(a.size - np.count_nonzero(finite))
         if n_bad:
@@ -207,6 +211,21 @@ def _min_max_bad(a: Any) -> tuple[float, float, int]:
                 return float("nan"), float("nan"), n_bad
             return float(a[finite].min()), float(a[finite].max()), n_bad
     return float(a.min()), float(a.max()), 0
+
+
+def _min_max(a: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a numpy array in one multithreaded pass where torch can view it (NaN if any
+    value is NaN), else numpy's two passes."""
+    if (a.size and a.flags.writeable and a.dtype in (np.float32, np.float64, np.float16)
+            and all(st >= 0 for st in a.strides)):
+        import torch
+
+        try:
+            lo, hi = torch.aminmax(torch.from_numpy(a))
+            return float(lo), float(hi)
+        except (TypeError, RuntimeError, ValueError):
+            pass
+    return float(a.min()), float(a.max())
 
 
 def pixel_range(
@@ -314,7 +333,8 @@ class FrameScaler:
                         f"{option('value_range_hint')} for the whole stack"
                     )
         assert self.range is not None or not arrs
-        return [to_float01(a, self.range) for a in arrs]
+        # the engine only reads its frames: float32 frames in [0, 1] are not copied
+        return [to_float01(a, self.range, copy=False) for a in arrs]
 
 
 def _moveaxis(arr: Any, src: int, dst: int) -> Any:
@@ -366,12 +386,14 @@ def restore_layout(j: np.ndarray, image: Any, layout: Layout, value_range: Any =
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def to_float01(array: Any, value_range: Any = None) -> np.ndarray:
+def to_float01(array: Any, value_range: Any = None, *, copy: bool = True) -> np.ndarray:
     """Convert pixel values to float32 in [0, 1] without touching the input.
 
     ``value_range`` (low, high) maps low to 0 and high to 1 (values outside are clipped), e.g.
     ``(0, 4095)`` for a 12-bit camera; without it the range is decided from the whole array by
-    :func:`pixel_range` (uint8/uint16 full range, floats in [0, 1] as they are, …).
+    :func:`pixel_range` (uint8/uint16 full range, floats in [0, 1] as they are, …). With
+    ``copy=False`` a float32 array already in [0, 1] comes back as it is, for callers that only
+    read it.
     """
     a = native(np.asarray(array))
     _check_dtype(a.dtype)
@@ -385,6 +407,10 @@ def to_float01(array: Any, value_range: Any = None) -> np.ndarray:
         f = a.astype(np.float32)
         f /= hi  # in place: no second full-size copy
         return f
+    if not copy and a.dtype == np.float32 and lo == 0.0 and hi == 1.0 and a.size:
+        low, high = _min_max(a)
+        if low >= 0.0 and high <= 1.0:  # False for NaN
+            return a  # already what the engine works on, and the caller only reads it
     # floats are scaled in float32, other integers in float64 (exact for 32-bit values)
     work = np.float32 if np.issubdtype(a.dtype, np.floating) else np.float64
     if lo == 0.0 and hi == 1.0:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._validate import json_text
+from .bench_load import busy_cores
 from .bench_report import format_header, format_markdown, format_report, format_row
 
 __all__ = ["DEFAULT_SIZES", "format_markdown", "format_report", "machine_info", "run_benchmark", "shape_for"]
@@ -136,9 +137,13 @@ def _worker(
         def run() -> tuple[int, ...]:
             return dehazer.dehaze(image).image.shape
 
+    from . import threads
+
     baseline = _rss_mb()
     shape = run()  # warm-up
     times, cpu_times = [], []
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    chosen = threads.free_cores() if threads.enabled() and not device.startswith("cuda") else None
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -148,10 +153,14 @@ def _worker(
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         cpu_times.append(time.process_time() - c)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    peak = after.ru_maxrss / 1024  # KiB on Linux
     res = {"times": times, "cpu_times": cpu_times, "output_shape": list(shape),
            "input_shape": list(image.shape), "peak_rss_mb": peak, "baseline_rss_mb": baseline,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "adaptive_threads": chosen,
+           # per run: page faults and system time (allocator churn shows here)
+           "minor_faults": (after.ru_minflt - before.ru_minflt) / repeats,
+           "system_seconds": (after.ru_stime - before.ru_stime) / repeats}
     if device.startswith("cuda") and torch.cuda.is_available():
         res["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return res
@@ -186,9 +195,11 @@ def run_benchmark(
     original: str | os.PathLike | None = None,
     log: Any = None,
     clip: tuple[int, int, int] | None = None,
+    loads: Sequence[int] = (0,),
 ) -> dict[str, Any]:
-    """Measure every method at every size (and the stack ``video``); with ``clip`` (frames, H, W),
-    also ClearNet on an H.264 clip end to end beside dehaze only; returns a JSON-ready dict."""
+    """Measure every method at every size (and the stack ``video``), once per entry of ``loads``
+    (that many other cores kept busy: :func:`bench_load.busy_cores`); with ``clip`` (frames, H, W),
+    also ClearNet on an H.264 clip end to end beside dehaze only, idle; returns a JSON-ready dict."""
     from .engine import pick_device
 
     device = str(pick_device(device))
@@ -199,18 +210,38 @@ def run_benchmark(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if any(not math.isfinite(s) or not 0 < s <= MAX_MEGAPIXELS for s in sizes):
         raise ValueError(f"sizes are megapixels in (0, {MAX_MEGAPIXELS:g}], got {list(sizes)}")
+    if not loads or any(n < 0 for n in loads):
+        raise ValueError(f"loads are numbers of busy cores >= 0, got {list(loads)}")
     original_path = Path(original) if original else ORIGINAL_PATH
     configs = [(f"{s:g} MP", 1, *shape_for(s)) for s in sorted(sizes)]
     if video is not None:
         n, h, w = video
         configs.append((f"video {n}x{w}x{h}", n, h, w))
     results: list[dict[str, Any]] = []
+    for load in loads:
+        with busy_cores(load):
+            results += _measure(methods, configs, repeats, device, original_path, load, log)
+    report = {"machine": machine_info(device), "repeats": repeats, "loads": list(loads), "results": results,
+              "speedups": _speedups(results)}
+    if clip is not None:
+        from .bench_video import format_clip, measure_clip
+
+        report["clip"] = measure_clip(clip, repeats, device)
+        if log is not None:
+            log(format_clip(report["clip"]))
+    return report
+
+
+def _measure(methods: Sequence[str], configs: list[tuple[str, int, int, int]], repeats: int, device: str,
+             original_path: Path, load: int, log: Any) -> list[dict[str, Any]]:
+    """One row per method and configuration, each in a fresh subprocess, under ``load``."""
+    results: list[dict[str, Any]] = []
     original_s_per_mp: float | None = None
     for method in methods:
         for label, frames, h, w in configs:
             mp = frames * h * w / 1e6
             row: dict[str, Any] = {"method": method, "label": label, "frames": frames, "height": h,
-                                   "width": w, "megapixels": mp}
+                                   "width": w, "megapixels": mp, "load": load}
             reps = repeats
             if method == "original":
                 reps = min(repeats, 2)
@@ -235,15 +266,7 @@ def run_benchmark(
             results.append(row)
             if log is not None:
                 log(format_row(row))
-    report = {"machine": machine_info(device), "repeats": repeats, "results": results,
-              "speedups": _speedups(results)}
-    if clip is not None:
-        from .bench_video import format_clip, measure_clip
-
-        report["clip"] = measure_clip(clip, repeats, device)
-        if log is not None:
-            log(format_clip(report["clip"]))
-    return report
+    return results
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -254,15 +277,19 @@ def _median(xs: Sequence[float]) -> float:
 
 def _speedups(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """ClearNet's speed-up over each other method, per configuration (ratio of median times)."""
-    by = {(r["method"], r["label"]): r for r in results if "seconds" in r}
+    by = {(r["method"], r["label"], r.get("load", 0)): r for r in results if "seconds" in r}
     out: dict[str, dict[str, float]] = {}
-    for (method, label), r in by.items():
+    for (method, label, load), r in by.items():
         if method != "clearnet":
             continue
+        key = label if not load else f"{label}, {load} core{'s' if load > 1 else ''} busy"
         for other in ("dcp", "original"):
-            o = by.get((other, label))
+            o = by.get((other, label, load))
             if o is not None:
-                out.setdefault(label, {})[f"vs_{other}"] = round(o["seconds"] / r["seconds"], 2)
+                out.setdefault(key, {})[f"vs_{other}"] = round(o["seconds"] / r["seconds"], 2)
+        idle = by.get((method, label, 0))
+        if load and idle is not None:
+            out.setdefault(key, {})["loaded_vs_idle"] = round(r["seconds"] / idle["seconds"], 2)
     return out
 
 
@@ -279,6 +306,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", default="48x1920x1080",
                    help="also an H.264 clip FRAMESxWIDTHxHEIGHT end to end (decode, dehaze, encode) beside "
                         "dehaze only, e.g. 48x1920x1080, or 'none' (default %(default)s)")
+    p.add_argument("--load", default="0",
+                   help="comma-separated numbers of cores kept busy by other processes while measuring, "
+                        "e.g. 0,1 for idle and one busy core side by side (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     p.add_argument("--original", default=None, help="path of original_unet.py (default: the checkout's)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -301,6 +331,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     problem = _check_output(args.output) if args.output else None
+    try:
+        loads = [int(n) for n in args.load.split(",") if n.strip()]
+    except ValueError:
+        loads = []
+    if problem is None and (not loads or min(loads) < 0):
+        problem = f"--load takes numbers of busy cores like 0,1; got {args.load!r}"
     if problem is None and any(not math.isfinite(s) or not 0 < s <= MAX_MEGAPIXELS for s in sizes):
         problem = f"--sizes takes megapixels in (0, {MAX_MEGAPIXELS:g}], got {args.sizes!r}"
     if problem:  # checked before the benchmark runs, not after many minutes of it
@@ -317,7 +353,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(f"bench: {e}", file=sys.stderr)
             return 2
     try:
-        report = run_benchmark(sizes, methods, args.repeats, args.device, video, args.original, log, clip)
+        report = run_benchmark(sizes, methods, args.repeats, args.device, video, args.original, log, clip,
+                               loads)
     except ValueError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import dcp, physics
+from . import dcp, physics, threads
 from ._validate import check_airlight, check_number, check_sky_protection, check_strength, check_t0
 from .arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
+from .buffers import Buffers
 from .choices import METHODS
 from .devices import pick_device
 from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
 from .model import ClearNet
+from .recovery import recover_frame
 
 __all__ = [
     "METHODS",
@@ -46,7 +49,7 @@ __all__ = [
     "resolve_dehazer",
 ]
 
-#: pixels per strip of the full-resolution pass; bounds peak memory on huge images
+#: pixels per strip of the full-resolution pass at most (``strip_pixels``); bounds peak memory
 DEFAULT_STRIP_PIXELS = 4_000_000
 #: frames whose working copies go through the estimator together (video and stacks)
 DEFAULT_BATCH_SIZE = 8
@@ -121,6 +124,8 @@ class Dehazer:
         else:
             self.estimator = ClearNetEstimator(model, dev, half=half, compile=compile, name=model_name,
                                                sha256=sha256)
+        #: the full-resolution pass's scratch, reused across strips and frames (one set per thread)
+        self.buffers = Buffers()
 
     @property
     def method(self) -> str:
@@ -182,6 +187,16 @@ class Dehazer:
         ``out`` = (J (n, H, W, 3), t (n, H, W)) float32 arrays receive the frames in place of
         new ones. See :func:`dehaze` for the other parameters.
         """
+        with self._threads():  # the whole run, reading the input's range included
+            yield from self._iter_frames(image, channel_axis, value_range, airlight, t0, temporal_smoothing,
+                                         strip_pixels, with_raw, batch_size, out, sky_protection, strength)
+
+    def _iter_frames(
+        self, image: Any, channel_axis: int | str | None, value_range: tuple[float, float] | None,
+        airlight: Any, t0: float | None, temporal_smoothing: float, strip_pixels: int, with_raw: bool,
+        batch_size: int, out: tuple[np.ndarray, np.ndarray] | None, sky_protection: float | None,
+        strength: float,
+    ) -> Iterator[tuple[int, int, FrameResult]]:
         image = as_array(image)
         layout = describe_layout(tuple(np.shape(image)), channel_axis)
         smoothing = check_number(temporal_smoothing, "temporal_smoothing", "[0, 1)")
@@ -201,12 +216,15 @@ class Dehazer:
         prev: _Previous = (None, None)
         for start in range(0, n, k):
             idx = range(start, min(n, start + k))
-            rgbs = [frame_rgb(f, layout.channels) for f in scaler.scale([stack[i] for i in idx], idx[0])]
-            slots = [None if out is None else (out[0][i], out[1][i]) for i in idx]
-            for i, res in zip(idx, self._batch(rgbs, a_fixed, prev, smoothing, params, slots), strict=True):
-                res.value_range = scaler.range
-                prev = (res.airlight, res.scale)
-                yield i, n, res
+            with self._threads():  # counted again per batch: the load of other programs comes and goes
+                scaled = scaler.scale([stack[i] for i in idx], idx[0])
+                rgbs = [frame_rgb(f, layout.channels) for f in scaled]
+                slots = [None if out is None else (out[0][i], out[1][i]) for i in idx]
+                batch = self._batch(rgbs, a_fixed, prev, smoothing, params, slots)
+                for i, res in zip(idx, batch, strict=True):
+                    res.value_range = scaler.range
+                    prev = (res.airlight, res.scale)
+                    yield i, n, res
 
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
         """(1, 3, H, W) channels-last view of an (H, W, 3) float32 frame; pinned + async on CUDA."""
@@ -238,12 +256,21 @@ class Dehazer:
                                   params.sky_protection, SKY_SMOOTH)
         for j, x in enumerate(xs):
             s = slice(j, j + 1)
-            rows = est.rows_at_full_resolution(lows[s], t[s], tuple(x.shape[-2:]))
-            res = self._recover(x, rows, e.airlight[s], e.t_raw[s], params, slots[j])
+            rows = est.rows_at_full_resolution(lows[s], t[s], tuple(x.shape[-2:]), self.buffers)
+            j_out, t_out = recover_frame(x, rows, e.airlight[s], params.t0, params.strip_pixels, slots[j],
+                                         self.buffers)
+            raw = None
+            if params.with_raw:
+                raw = physics.resize(e.t_raw[s], tuple(x.shape[-2:]))[0, 0].clamp(0, 1).cpu().numpy()
+            res = FrameResult(j_out, t_out, e.airlight[j].cpu().numpy().astype(np.float32), raw)
             res.scale = None if e.scale is None else float(e.scale[j])
             res.sources = None if e.sources is None else self._sources(e.sources[j], lows.shape[-2:],
                                                                        x.shape[-2:])
             yield res
+
+    def _threads(self) -> AbstractContextManager[Any]:
+        """On the CPU, one torch thread per core other programs leave free (:mod:`.threads`)."""
+        return threads.adapted() if self.device.type == "cpu" else nullcontext()
 
     def _smooth(self, e: Estimate, lows: torch.Tensor, prev: _Previous, smoothing: float,
                 a_fixed: np.ndarray | None) -> None:
@@ -277,34 +304,6 @@ class Dehazer:
         yx = np.stack([flat // w, flat % w], axis=1).astype(np.float64)
         yx = (yx + 0.5) * np.array([height / h, width / w]) - 0.5
         return yx.astype(np.float32)
-
-    def _recover(
-        self, x: torch.Tensor, rows_t: Callable[[torch.Tensor, int, int], torch.Tensor], a: torch.Tensor,
-        t_raw: torch.Tensor, params: _Params, out: tuple[np.ndarray, np.ndarray] | None,
-    ) -> FrameResult:
-        """Walk the frame in row strips: only strip-sized temporaries ever exist at full size;
-        J = (I - A) / max(t, t0) + A is computed in place inside the output buffer."""
-        height, width = x.shape[-2:]
-        j_out, t_out = out if out is not None else (
-            np.empty((height, width, 3), np.float32), np.empty((height, width), np.float32)
-        )
-        rows = max(1, params.strip_pixels // max(1, width))
-        a4 = a.reshape(1, 3, 1, 1)
-        on_cpu = self.device.type == "cpu"
-        for r0 in range(0, height, rows):
-            r1 = min(height, r0 + rows)
-            xs = x[..., r0:r1, :]
-            t = rows_t(xs, r0, r1)
-            j_np = torch.from_numpy(j_out[r0:r1]).permute(2, 0, 1)[None]
-            j = j_np if on_cpu else torch.empty_like(xs)
-            torch.sub(xs, a4, out=j).div_(t.clamp(min=params.t0)).add_(a4).clamp_(0.0, 1.0)  # recover
-            if not on_cpu:
-                j_np.copy_(j)
-            torch.from_numpy(t_out[r0:r1]).copy_(t[0, 0])
-        raw = None
-        if params.with_raw:
-            raw = physics.resize(t_raw, (height, width))[0, 0].clamp(0, 1).cpu().numpy()
-        return FrameResult(j_out, t_out, a[0].cpu().numpy().astype(np.float32), raw)
 
     # ------------------------------------------------------------------ whole arrays
     def dehaze(self, image: Any, *, progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> Any:

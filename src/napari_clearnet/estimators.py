@@ -26,12 +26,14 @@ from typing import Any, ClassVar
 import torch
 
 from . import dcp, physics
+from .buffers import Buffers
 from .model import ClearNet
 
 __all__ = ["ClearNetEstimator", "DCPEstimator", "Estimate", "Estimator"]
 
-#: (full-resolution rows of the frame, first row, end row) -> t of those rows, (1, 1, rows, W)
-RowsFn = Callable[[torch.Tensor, int, int], torch.Tensor]
+#: (full-resolution rows of the frame, first row, end row, out) -> t of those rows, (1, 1, rows, W),
+#: written into ``out`` (a tensor of that shape) when it is given
+RowsFn = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -85,9 +87,11 @@ class Estimator(ABC):
         ``scale`` (B,) replace the estimated A and s."""
 
     @abstractmethod
-    def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int]) -> RowsFn:
+    def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int],
+                                buffers: Buffers | None = None) -> RowsFn:
         """How to get t of any band of rows at full resolution ``size`` (H, W), for one frame whose
-        working copy is ``low`` (1, 3, h, w) and whose t there is ``t`` (1, 1, h, w)."""
+        working copy is ``low`` (1, 3, h, w) and whose t there is ``t`` (1, 1, h, w); the
+        function's scratch comes from ``buffers`` when given."""
 
     @abstractmethod
     def recovery_t0(self, t0: float | None) -> float:
@@ -139,20 +143,25 @@ class ClearNetEstimator(Estimator):
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.half):
             out = self.net(x, airlight, scale)
         # the network's A starts from its prior's rule on this copy: these are that rule's pixels
-        sources = None if airlight is not None else dcp.airlight_sources(low.float(), self.model.config.prior)
         return Estimate(out["t"].float(), out["airlight"].float(), out["t_prior"].float(),
-                        out["scale"].float(), sources)
+                        out["scale"].float(), out.get("sources"))
 
-    def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int]) -> RowsFn:
-        """Fast guided upsampling (He & Sun 2015): coefficients at working resolution, upsampled
-        exactly per band of rows (no seams), applied to the full-resolution grey image."""
+    def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int],
+                                buffers: Buffers | None = None) -> RowsFn:
+        """Fast guided upsampling (He & Sun 2015): coefficients at working resolution, widened to
+        the frame's width once, then interpolated exactly per band of rows (no seams) and applied
+        to the full-resolution grey image."""
         cfg = self.model.config
         ca, cb = physics.fast_guided_coefficients(low, t, cfg.upsample_radius, cfg.upsample_eps)
-        coef = torch.cat([ca, cb], 1)
+        wide = physics.widen(torch.cat([ca, cb], 1), size[1])  # (1, 2, h, W)
+        work = buffers or Buffers()
 
-        def rows(frame_rows: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-            ab = physics.upsample_linear(coef, size, (r0, r1))
-            return torch.addcmul(ab[:, 1:2], ab[:, 0:1], physics.gray(frame_rows)).clamp_(cfg.t_min, 1.0)
+        def rows(frame_rows: torch.Tensor, r0: int, r1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+            shape = (1, 2, r1 - r0, size[1])
+            ab = physics.rows_linear(wide, size[0], (r0, r1), work.take("ab", shape, wide),
+                                     work.take("ab2", shape, wide))
+            g = physics.gray(frame_rows, work.take("gray", (1, 1, r1 - r0, size[1]), wide))
+            return torch.addcmul(ab[:, 1:2], ab[:, 0:1], g, out=out).clamp_(cfg.t_min, 1.0)
 
         return rows
 
@@ -185,8 +194,12 @@ class DCPEstimator(Estimator):
         t_raw, t, a, sources = dcp.estimate_with_sources(low, self.params, airlight)
         return Estimate(t, a, t_raw, None, sources)
 
-    def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int]) -> RowsFn:
-        return lambda frame_rows, r0, r1: t[..., r0:r1, :].clamp(1e-3, 1.0)
+    def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int],
+                                buffers: Buffers | None = None) -> RowsFn:
+        def rows(frame_rows: torch.Tensor, r0: int, r1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.clamp(t[..., r0:r1, :], 1e-3, 1.0, out=out)
+
+        return rows
 
     def recovery_t0(self, t0: float | None) -> float:
         return self.params.t0 if t0 is None else replace(self.params, t0=t0).t0  # the DCP's (0, 1)

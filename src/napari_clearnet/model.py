@@ -149,6 +149,12 @@ class ClearNet(nn.Module):
         # population spread (correction=0): defined for a 1-pixel image too
         return torch.cat([x.mean((2, 3)), x.std((2, 3), correction=0), d_mean, d_std, q], 1)
 
+    def has_residual(self) -> bool:
+        """Whether the per-pixel depth correction can be non-zero. A model trained without it
+        (``t_head`` all zeros, as the shipped one) gives exactly 0 there, so inference skips the
+        decoder that only feeds it: the same numbers, in half the convolutions."""
+        return bool(self.t_head.weight.any() or self.t_head.bias.any())
+
     @property
     def multiple(self) -> int:
         return 2 ** (len(self.config.widths) - 1)
@@ -166,7 +172,7 @@ class ClearNet(nn.Module):
         engine's temporal smoothing passes both in)."""
         cfg = self.config
         with torch.no_grad():
-            _, t_prior, a_prior = self.prior(image, airlight)
+            _, t_prior, a_prior, sources = dcp.estimate_with_sources(image.float(), cfg.prior, airlight)
         t_prior = t_prior.clamp(cfg.t_min, 1.0)
         x = torch.cat([image, t_prior.to(image.dtype)], 1)
         depth_prior = -torch.log(t_prior.float())
@@ -181,11 +187,14 @@ class ClearNet(nn.Module):
             skips.append(block(F.avg_pool2d(skips[-1], 2)))
         y = skips.pop()
         bottleneck = y
-        for gate, block in zip(self.gates, self.up, strict=True):
-            skip = skips.pop()
-            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            y = block(torch.cat([gate(skip, y), y], 1))
-        residual = self.t_head(y)[..., :h, :w].float()
+        residual: torch.Tensor | float = 0.0
+        if self.training or self.has_residual():
+            for gate, block in zip(self.gates, self.up, strict=True):
+                skip = skips.pop()
+                y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                y = block(torch.cat([gate(skip, y), y], 1))
+            residual = self.t_head(y)[..., :h, :w].float()
+            residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
         pooled = torch.cat([bottleneck.mean((2, 3)).float(), bottleneck.amax((2, 3)).float(), stats], 1)
         g = self.global_head(pooled.to(bottleneck.dtype)).float()
         if scale is not None:
@@ -193,7 +202,6 @@ class ClearNet(nn.Module):
             log_scale = torch.log(scale.float().reshape(-1).clamp(min=1e-6)).clamp(-bound, bound)
         else:
             log_scale = cfg.max_log_scale * torch.tanh(g[:, 0] / cfg.max_log_scale)
-        residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
         depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
         t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
         if airlight is not None:
@@ -206,6 +214,7 @@ class ClearNet(nn.Module):
             "t_prior": t_prior.float(),
             "airlight_prior": a_prior.float(),
             "scale": torch.exp(log_scale),
+            **({} if sources is None else {"sources": sources}),
         }
 
     def working_shape(self, height: int, width: int) -> tuple[int, int]:

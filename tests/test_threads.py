@@ -1,0 +1,154 @@
+"""threads and buffers: the engine's CPU threads follow the cores other programs leave free, the
+user's own thread setting wins, and neither the thread count, the reused buffers nor the C
+allocator's settings change a single output bit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from _common import METHODS, REPO, dehazer, hazy_rgb
+
+from napari_clearnet import threads
+from napari_clearnet.bench_load import busy_cores
+
+TWO_CORES = pytest.mark.skipif(
+    threads._cores() < 2 or threads._DEFAULT < 2 or not os.path.exists("/proc/stat"),
+    reason="needs two cores, torch's default of two threads or more, and /proc",
+)
+
+
+@pytest.fixture
+def torch_threads():
+    """Put torch's thread count back after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _digest(method: str) -> str:
+    res = dehazer(method).dehaze(hazy_rgb(150, 200))
+    data = res.image.tobytes() + res.transmission.tobytes() + res.airlight.tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+@TWO_CORES
+@pytest.mark.parametrize("method", METHODS)
+def test_the_thread_count_does_not_change_a_bit(method: str, torch_threads, monkeypatch) -> None:
+    monkeypatch.setattr(threads, "enabled", lambda: False)  # hold the count we set
+    torch.set_num_threads(1)
+    one = _digest(method)
+    torch.set_num_threads(threads._DEFAULT)
+    assert _digest(method) == one
+
+
+def _threads_seen(method: str) -> list[int]:
+    """torch's thread count at each estimate of a run."""
+    d = dehazer(method)
+    seen: list[int] = []
+    inner = d.estimator.estimate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return inner(*args, **kwargs)
+
+    d.estimator.estimate = spy  # type: ignore[method-assign]
+    try:
+        d.dehaze(hazy_rgb(60, 80))
+    finally:
+        del d.estimator.estimate
+    return seen
+
+
+@TWO_CORES
+def test_a_busy_core_lowers_the_thread_count_for_the_run_only(torch_threads) -> None:
+    torch.set_num_threads(threads._DEFAULT)
+    with busy_cores(1):
+        deadline = time.monotonic() + 5
+        while (threads.busy_cores() or 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (threads.busy_cores() or 0) >= 1, "the busy process should show in the run queue"
+        assert threads.free_cores() <= threads._cores() - 1
+        seen = _threads_seen("clearnet")
+    assert seen and max(seen) < threads._DEFAULT
+    assert torch.get_num_threads() == threads._DEFAULT  # put back after the run
+
+
+@TWO_CORES
+def test_the_users_thread_setting_wins(torch_threads, monkeypatch) -> None:
+    torch.set_num_threads(1)  # the user's choice, not torch's default
+    assert not threads.enabled()
+    with busy_cores(1):
+        assert set(_threads_seen("dcp")) == {1}
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads._DEFAULT)
+    assert threads.enabled()
+    settings = (("OMP_NUM_THREADS", "2"), ("MKL_NUM_THREADS", "1"), ("CLEARNET_ADAPTIVE_THREADS", "0"))
+    for var, value in settings:
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            assert not threads.enabled(), var
+            with threads.adapted() as n:
+                assert n == torch.get_num_threads() == threads._DEFAULT
+
+
+def test_free_cores_stays_between_one_and_the_default() -> None:
+    n = threads.free_cores()
+    assert 1 <= n <= max(1, threads._DEFAULT)
+    with threads.adapted() as used:
+        assert 1 <= used <= max(1, threads._DEFAULT)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_full_resolution_buffers_are_reused_across_frames_and_kept_per_thread(method: str) -> None:
+    d = dehazer(method)
+    d.buffers.clear()
+    d.dehaze(hazy_rgb(300, 420))
+    store = d.buffers._local.store
+    ptrs = {k: v.data_ptr() for k, v in store.items()}
+    assert ptrs, "the pass takes its temporaries from the buffers"
+    d.dehaze(hazy_rgb(300, 420))
+    d.dehaze(hazy_rgb(200, 420))  # smaller frames fit in the same buffers
+    assert {k: v.data_ptr() for k, v in d.buffers._local.store.items()} == ptrs
+    other: dict = {}
+    t = threading.Thread(target=lambda: (d.dehaze(hazy_rgb(60, 80)), other.update(d.buffers._local.store)))
+    t.start()
+    t.join()
+    assert other and all(other[k].data_ptr() != ptrs[k] for k in other if k in ptrs)
+
+
+_RUN = """
+import hashlib, sys
+sys.path.insert(0, {tests!r})
+from _common import dehazer, hazy_rgb
+for m in ("clearnet", "dcp"):
+    r = dehazer(m).dehaze(hazy_rgb(700, 900))
+    print(m, hashlib.sha256(r.image.tobytes() + r.transmission.tobytes()).hexdigest())
+"""
+
+
+def test_allocator_settings_and_busy_cores_change_no_output() -> None:
+    """glibc told to keep freed blocks (the settings the speed issue measured with) or not, one core
+    kept busy or not (so the run takes fewer threads): the same bytes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    code = _RUN.format(tests=str(REPO / "tests"))
+
+    def run(extra: dict[str, str]) -> str:
+        p = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                           timeout=300, cwd=REPO)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return p.stdout
+
+    plain = run({})
+    tuned = run({"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000",
+                 "MALLOC_TOP_PAD_": "268435456"})
+    with busy_cores(1):
+        loaded = run({})
+    assert plain == tuned == loaded
+    assert len(plain.split()) == 4
