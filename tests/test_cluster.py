@@ -3,6 +3,7 @@ outputs as one process, names a failed file while the rest go on, and resumes wi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,9 @@ def test_local_cluster_matches_one_process_names_failures_and_resumes(tmp_path: 
     src = _inputs(tmp_path)
     args = ["dehaze", str(src), "--save-transmission", "--no-progress"]
     assert main([*args, "-o", str(tmp_path / "one")]) == 1
+    environ = dict(os.environ)
     assert main([*args, "-o", str(tmp_path / "two"), "--workers", "2"]) == 1
+    assert dict(os.environ) == environ  # Dask's worker settings (OMP_NUM_THREADS=1, ...) stay theirs
     err = capsys.readouterr().err
     assert err.count(f"error: {src / 'broken.png'}:") == 2  # named, and the rest went on
     assert "8 files written to" in err.splitlines()[-1]

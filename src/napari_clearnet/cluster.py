@@ -58,9 +58,23 @@ def connect(address: str | None = None, workers: int | None = None) -> Iterator[
         raise BatchError(f"the number of local workers must be an integer >= 1, got {workers!r}")
     threads = max(1, (os.cpu_count() or 1) // workers)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        yield client
+    # Dask's nannies write their workers' settings (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...)
+    # into this process's own environment and leave them there: put ours back once they are up
+    saved = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
+                                      dashboard_address=None) as cluster:
+            _restore_environ(saved)
+            with distributed.Client(cluster) as client:
+                yield client
+    finally:
+        _restore_environ(saved)
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 class ModelOnWorker:
