@@ -212,15 +212,27 @@ def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
 def _guided_ab(
     guide: torch.Tensor, src: torch.Tensor, r: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The guided filter's smoothed coefficients; the four (then two) means go through one box
-    filter together (each channel on its own, so the numbers are those of four calls)."""
-    means = box_filter(torch.cat([guide, src, guide * src, guide * guide], 1), r)
-    mean_i, mean_p, mean_ip, mean_ii = means.split(1, 1)
+    """The guided filter's smoothed coefficients. On small images (a working copy) the four, then
+    two, means go through one box filter together (fewer calls; each channel on its own, so the
+    numbers are those of separate calls); on large ones one at a time, as each needs a float64
+    temporary of the whole image."""
+    if guide.numel() <= _BATCHED_BOX_PIXELS:
+        mean_i, mean_p, mean_ip, mean_ii = box_filter(
+            torch.cat([guide, src, guide * src, guide * guide], 1), r).split(1, 1)
+    else:
+        mean_i, mean_p = box_filter(guide, r), box_filter(src, r)
+        mean_ip, mean_ii = box_filter(guide * src, r), box_filter(guide * guide, r)
     cov_ip = mean_ip - mean_i * mean_p
     var_i = mean_ii - mean_i * mean_i
     a = cov_ip / (var_i.clamp(min=0) + eps)
     b = mean_p - a * mean_i
-    return box_filter(torch.cat([a, b], 1), r).split(1, 1)
+    if guide.numel() <= _BATCHED_BOX_PIXELS:
+        return box_filter(torch.cat([a, b], 1), r).split(1, 1)
+    return box_filter(a, r), box_filter(b, r)
+
+
+#: images up to this size box-filter the guided filter's means together
+_BATCHED_BOX_PIXELS = 1 << 20
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float = 1e-3) -> torch.Tensor:
