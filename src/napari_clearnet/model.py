@@ -163,7 +163,13 @@ class ClearNet(nn.Module):
         self, image: torch.Tensor, airlight: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The Dark Channel Prior at working resolution: (t_raw, t, A); ``airlight`` overrides A."""
-        return dcp.estimate(image.float(), self.config.prior, airlight=airlight)
+        return self.prior_with_sources(image, airlight)[:3]
+
+    def prior_with_sources(
+        self, image: torch.Tensor, airlight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`prior`, and the (B, k) pixels its A was taken from (None when A was given)."""
+        return dcp.estimate_with_sources(image.float(), self.config.prior, airlight)
 
     def forward(
         self, image: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
@@ -172,7 +178,7 @@ class ClearNet(nn.Module):
         engine's temporal smoothing passes both in)."""
         cfg = self.config
         with torch.no_grad():
-            _, t_prior, a_prior, sources = dcp.estimate_with_sources(image.float(), cfg.prior, airlight)
+            _, t_prior, a_prior, sources = self.prior_with_sources(image, airlight)
         t_prior = t_prior.clamp(cfg.t_min, 1.0)
         x = torch.cat([image, t_prior.to(image.dtype)], 1)
         depth_prior = -torch.log(t_prior.float())

@@ -216,7 +216,8 @@ def _guided_ab(
     two, means go through one box filter together (fewer calls; each channel on its own, so the
     numbers are those of separate calls); on large ones one at a time, as each needs a float64
     temporary of the whole image."""
-    if guide.numel() <= _BATCHED_BOX_PIXELS:
+    batched = guide.numel() <= _BATCHED_BOX_PIXELS
+    if batched:
         mean_i, mean_p, mean_ip, mean_ii = box_filter(
             torch.cat([guide, src, guide * src, guide * guide], 1), r).split(1, 1)
     else:
@@ -226,7 +227,7 @@ def _guided_ab(
     var_i = mean_ii - mean_i * mean_i
     a = cov_ip / (var_i.clamp(min=0) + eps)
     b = mean_p - a * mean_i
-    if guide.numel() <= _BATCHED_BOX_PIXELS:
+    if batched:
         return box_filter(torch.cat([a, b], 1), r).split(1, 1)
     return box_filter(a, r), box_filter(b, r)
 
