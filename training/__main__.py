@@ -7,7 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_clearnet._validate import json_text
+from napari_clearnet._validate import MAX_STRENGTH, json_text
+
+#: the default --oracle-strength grid (training.oracle.DEFAULT_GRID; kept here so --help imports nothing)
+ORACLE_GRID = "0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.5"
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +32,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-ids-file", metavar="F", help="only these IDs of a single --val-pairs folder")
     p.add_argument("--splits-dir", metavar="DIR",
                    help="where the <set>-val.txt lists live (default training/splits)")
+    p.add_argument("--clear", nargs="+", metavar="DIR",
+                   help="folders of unpaired clear photos, added to the config's data.clear "
+                        "(never the ground truth of an evaluation pair)")
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="self-training round: the weights (file or registry name) whose own dehazing "
+                        "makes the pseudo-pairs' clear scene (overrides pseudo.j0_teacher)")
     p.add_argument("--seed", type=int, help="override optim.seed")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="pause after STEP (the LR schedule still spans max_steps); continue with --resume")
@@ -60,6 +69,12 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    help="where <set>-val.txt and <set>-heldout.txt live (default training/splits)")
     p.add_argument("--out", metavar="DIR", help="write scores.md, scores.csv, scores.json and grids here")
     p.add_argument("--grid", type=int, default=4, help="images per set in the comparison grids (default 4)")
+    p.add_argument("--oracle-strength", nargs="?", const=ORACLE_GRID,
+                   metavar="S,S,...",
+                   help="also report each ClearNet at its best fixed strength and at each image's best "
+                        "strength (over these strengths, 1 among them; default "
+                        f"{ORACLE_GRID}), by haze density where the folder "
+                        "has params.csv, the haze-free check on the clear images and the edge band")
     p.add_argument("--device", default="auto")
 
 
@@ -121,6 +136,21 @@ def _run_reporting(args: argparse.Namespace) -> int:
         return 2
 
 
+def _grid(text: str | None) -> list[float] | None:
+    """``--oracle-strength`` as numbers: a comma-separated list that includes 1."""
+    if text is None:
+        return None
+    try:
+        grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--oracle-strength takes strengths separated by commas (e.g. 0.5,1,1.5), "
+                         f"got {text!r}") from None
+    if not grid or 1.0 not in grid or any(not 0 <= g <= MAX_STRENGTH for g in grid):
+        raise ValueError(
+            f"--oracle-strength needs strengths in [0, {MAX_STRENGTH:g}] including 1, got {text!r}")
+    return grid
+
+
 def _splits(args: argparse.Namespace) -> dict:
     return {} if args.splits_dir is None else {"splits_dir": args.splits_dir}
 
@@ -136,19 +166,25 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume, val_pairs=args.val_pairs, val_ids_file=args.val_ids_file,
             splits_dir=args.splits_dir,
             seed=args.seed, stop_at=args.stop_at, progress=not args.no_progress,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, clear=args.clear, teacher=args.teacher,
         ))
         if rec.get("best"):
             b = rec["best"]
             value = "" if b["value"] is None else f" = {b['value']:.4f}"
             print(f"best: step {b['step']} by {b['measure']}{value}")
     elif args.command == "evaluate":
-        from .evaluate import evaluate, markdown_table
+        from .evaluate import HAZY, evaluate, markdown_table
+        from .oracle import Analysis
 
+        grid = _grid(args.oracle_strength)
+        analysis = None if grid is None else Analysis(grid)
         table = evaluate(args.pairs, args.model, split=args.split, ids_file=args.ids_file,
                          out_dir=args.out, n_grid=args.grid, device=args.device,
-                         with_prior=not args.no_prior, sky_protection=args.sky_protection, **_splits(args))
+                         with_prior=not args.no_prior, sky_protection=args.sky_protection,
+                         analysis=analysis, **_splits(args))
         print(markdown_table(table), end="")
+        if analysis is not None:
+            print(analysis.markdown(list(table), HAZY), end="")
     elif args.command == "photos":
         from .photos import photos
 

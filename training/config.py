@@ -27,11 +27,13 @@ RANGES: dict[str, dict[str, str]] = {
         "pseudo_depth": "[0, inf)", "pseudo_airlight": "[0, inf)", "level": "[0, inf)",
         "dark_channel": "[0, inf)", "color_constancy": "[0, inf)", "tv": "[0, inf)", "exposure": "[0, inf)",
         "dark_patch": "[1, 255]", "exposure_floor": "[0, 1]", "level_target": "[0.05, 20]",
+        "depth_relative": "[0, inf)",
     },
     "pseudo": {"t_mean_range": "(0, 1]", "grey_range": "[0, 1]", "tint": "[0, 1]", "j0_omega": "(0, 1]",
-               "warm_tint": "[0, 1]", "depth_mix": "[0, inf)"},
+               "warm_tint": "[0, 1]", "depth_mix": "[0, inf)", "clear_batch": "[0, 100000]",
+               "clear_none": "[0, 1]", "clear_t_mean_range": "(0, 1]", "clear_depth_mix": "[0, inf)"},
     "data": {"val_fraction": "[0, 1)", "crop_range": "(0, 1]", "crop_size": "[8, 8192]",
-             "num_workers": "[0, 256]", "val_crops": "[1, 100000]"},
+             "num_workers": "[0, 256]", "val_crops": "[1, 100000]", "clear_crop_range": "(0, 1]"},
     "optim": {
         "batch_size": "[1, 100000]", "max_steps": "[1, inf)", "lr": "(0, inf)", "head_lr_factor": "[0, inf)",
         "min_lr_factor": "[0, 1]", "warmup_steps": "[0, inf)", "weight_decay": "[0, inf)",
@@ -41,7 +43,8 @@ RANGES: dict[str, dict[str, str]] = {
     },
 }
 #: (low, high) pairs that must be in order
-ORDERED = {"pseudo": ("t_mean_range", "grey_range"), "data": ("crop_range",)}
+ORDERED = {"pseudo": ("t_mean_range", "grey_range", "clear_t_mean_range"),
+           "data": ("crop_range", "clear_crop_range")}
 
 
 def _build(cls, data: Any, section: str):
@@ -65,6 +68,17 @@ class PseudoSettings:
     depth_mix: dict[str, float] | None = None
     #: ± warm/cool shift of A′ (red against blue)
     warm_tint: float = 0.0
+    #: crops of unpaired clear photos (``data.clear``) added to each step, hazed with a known t′
+    clear_batch: int = 0
+    #: share of those left haze-free (t′ = 1): what "no haze" looks like
+    clear_none: float = 0.0
+    #: mean t′ of the hazed clear crops
+    clear_t_mean_range: tuple[float, float] = (0.1, 1.0)
+    #: depth sources of the clear crops (None: uniform); see make_pseudo_pairs
+    clear_depth_mix: dict[str, float] | None = None
+    #: self-training: a trained model (weights file or registry name) whose own dehazing makes J0
+    #: instead of the prior's (``train --teacher`` overrides); see training/teacher.py
+    j0_teacher: str | None = None
 
     def __post_init__(self) -> None:
         if self.depth_mix is not None:
@@ -84,6 +98,11 @@ class DataSettings:
     match_engine_scale: bool = False
     num_workers: int = 0
     val_crops: int = 16  # fixed validation crops for the pseudo-pair validation loss
+    #: unpaired clear photos: ``builtin`` (scikit-image's and scikit-learn's) and/or folders;
+    #: ``train --clear`` adds folders (see training/clear.py)
+    clear: tuple[str, ...] = ()
+    #: crop side of the clear photos, as a fraction of their short side
+    clear_crop_range: tuple[float, float] = (0.3, 1.0)
 
 
 @dataclass
@@ -142,8 +161,9 @@ class TrainConfig:
 
     @property
     def j0_gain(self) -> float:
-        """Haze removed for J0 relative to the prior's estimate (``pseudo.j0_omega / prior ω``)."""
-        if self.pseudo.j0_omega is None:
+        """Haze removed for J0 relative to the prior's estimate (``pseudo.j0_omega / prior ω``);
+        1 with a teacher, whose estimate is taken as it is."""
+        if self.pseudo.j0_omega is None or self.pseudo.j0_teacher:
             return 1.0
         return self.pseudo.j0_omega / self.model.prior.omega
 

@@ -23,6 +23,7 @@ from napari_clearnet.files import atomic_path, write_text
 from napari_clearnet.model import ClearNet
 
 from .data import Pair, find_pairs, load_rgb, read_ids_file
+from .oracle import Analysis, edge_band_mask
 
 __all__ = [
     "SPLITS_DIR",
@@ -176,10 +177,16 @@ def evaluate(
     with_prior: bool = True,
     splits_dir: str | Path = SPLITS_DIR,
     sky_protection: float | None = None,
+    analysis: Analysis | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Score each model, the untrained prior, the classic DCP and the hazy input on every
     split of every paired folder; write the report to ``out_dir``. ``sky_protection`` replaces
     ClearNet's default for the prior and the models (the classic DCP never has it).
+
+    With an ``analysis`` (:class:`training.oracle.Analysis`, filled here) the report also has, per
+    set, the PSNR of the prior and each model at their best fixed strength and at each image's best
+    strength (and by haze density where the folder has ``params.csv``), the haze-free check on the
+    clear images and the edge-band PSNR.
 
     Returns ``{row label: {method: (mean PSNR, mean SSIM)}}``.
     """
@@ -195,10 +202,17 @@ def evaluate(
         table[row.label] = {}
         k = min(n_grid, len(pairs))
         cols = [[p.hazy for p in pairs[:k]]]
+        masks = None
+        if analysis is not None:
+            analysis.add_row(row.label, row.folder, [p.id for p in pairs])
+            masks = [edge_band_mask(p.gt) for p in pairs]
         for name, dehazer in methods.items():
             kw = {} if dehazer is None or dehazer.method == "dcp" else {"sky_protection": sky_protection}
             scores, outputs = score(dehazer, pairs, **kw)
             table[row.label][name] = mean_scores(scores)
+            if analysis is not None:
+                analysis.add(row.label, name, dehazer, pairs, outputs, masks,
+                             sweep=dehazer is not None and dehazer.method == "clearnet", **kw)
             per_image += [{"set": row.set, "split": row.split, "method": name, **s} for s in scores]
             if dehazer is not None:
                 cols.append(outputs[:k])
@@ -206,14 +220,15 @@ def evaluate(
         grids[row.label] = cols
         table[row.label]["n"] = (float(len(pairs)), math.nan)
     if out_dir is not None:
-        _write_report(Path(out_dir), table, per_image, grids, rows, model_list)
+        _write_report(Path(out_dir), table, per_image, grids, rows, model_list, analysis)
     return table
 
 
 def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, rows: list[PairedSplit],
-                  models: list) -> None:
+                  models: list, analysis: Analysis | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "scores.md", markdown_table(table))
+    extra = "" if analysis is None else analysis.markdown([r.label for r in rows], HAZY)
+    write_text(out / "scores.md", markdown_table(table) + extra)
     record = {
         "models": [str(m) for m in models],
         "rows": [{"set": r.set, "split": r.split, "folder": str(r.folder),
@@ -221,6 +236,8 @@ def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, ro
                   "mean": {m: {"psnr": p, "ssim": s} for m, (p, s) in table[r.label].items() if m != "n"}}
                  for r in rows],
     }
+    if analysis is not None:
+        record["analysis"] = analysis.record([r.label for r in rows], HAZY)
     # valid JSON: an identical pair's PSNR is infinite, written as null
     write_text(out / "scores.json", json_text(record, indent=2) + "\n")
     csv_file = out / "scores.csv"

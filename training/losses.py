@@ -102,6 +102,10 @@ def make_pseudo_pairs(
     j0_gain: float = 1.0,
     depth_mix: dict[str, float] | None = None,
     warm_tint: float = 0.0,
+    clear: torch.Tensor | None = None,
+    clear_none: float = 0.0,
+    clear_depth_mix: dict[str, float] | None = None,
+    clear_t_mean_range: tuple[float, float] = (0.1, 1.0),
 ) -> PseudoPairs:
     """Re-haze real hazy crops with a known transmission and airlight (no gradient).
 
@@ -123,6 +127,13 @@ def make_pseudo_pairs(
     depth teaches the network to read haze from what haze does to an image (lifted blacks, lost
     contrast, colours pulled towards A), not from the dark channel alone. ``warm_tint`` adds a
     warm/cool shift (±, red against blue) to A′, as indoor lamps and low sun give.
+
+    ``clear`` (C, 3, h, w) are crops of unpaired clear photos: they are hazed as they are (J0 is
+    the photo itself, so the haze amount is known in absolute terms, over a scene with its own
+    dark channel), with depths from ``clear_depth_mix`` and mean t′ uniform in
+    ``clear_t_mean_range``; a ``clear_none`` share of them is left haze-free (t′ = 1), which
+    teaches the network to leave clear frames alone. Their pairs follow the hazy crops' in the
+    batch.
     """
     b = hazy.shape[0]
     dev = hazy.device
@@ -139,7 +150,18 @@ def make_pseudo_pairs(
         d = _mixed_depth(d, depth_mix, generator)
 
     t_mean = uniform(*t_mean_range, b)
-    beta = _solve_beta(d, t_mean, t_min)
+    if clear is not None and clear.shape[0] > 0:
+        c = clear.shape[0]
+        j0 = torch.cat([j0, clear.to(j0)])
+        ones = torch.ones(c, 1, *clear.shape[-2:], device=dev)
+        dc = _mixed_depth(ones, clear_depth_mix or {"uniform": 1.0}, generator)
+        d = torch.cat([d, dc])
+        tc = uniform(*clear_t_mean_range, c)
+        none = torch.rand(c, generator=generator).to(dev) < clear_none
+        t_mean = torch.cat([t_mean, torch.where(none, torch.ones_like(tc), tc)])
+        b += c
+    beta = _solve_beta(d, t_mean.clamp(max=1.0), t_min)
+    beta = torch.where(t_mean >= 1.0, torch.zeros_like(beta), beta)  # haze-free: exactly t′ = 1
     t_new = torch.exp(-beta.reshape(-1, 1, 1, 1) * d).clamp(t_min, 1.0)
     a_new = uniform(*grey_range, b, 1) + uniform(-tint, tint, b, 3)
     if warm_tint > 0:
@@ -150,7 +172,7 @@ def make_pseudo_pairs(
 
 
 #: the relative-depth sources of :func:`make_pseudo_pairs`
-DEPTH_SOURCES = ("prior", "uniform", "field", "prior_uniform", "prior_field")
+DEPTH_SOURCES = ("prior", "uniform", "field", "prior_uniform", "prior_field", "gradient")
 
 
 def _smooth_field(shape: tuple[int, ...], generator: torch.Generator, dev: torch.device) -> torch.Tensor:
@@ -182,6 +204,11 @@ def _mixed_depth(d: torch.Tensor, mix: dict[str, float], generator: torch.Genera
             di = a * di + (1 - a)
         elif name == "prior_field":
             di = di * torch.exp(0.4 * _smooth_field(di.shape, generator, di.device))
+        elif name == "gradient":  # outdoors: farther towards the top of the frame, unevenly
+            h = di.shape[-2]
+            ramp = torch.linspace(1.0, 0.0, h, device=di.device).reshape(1, 1, h, 1).expand_as(di)
+            k = 0.5 + 2.5 * float(torch.rand(1, generator=generator))
+            di = torch.exp(k * ramp) * torch.exp(0.3 * _smooth_field(di.shape, generator, di.device))
         out.append(di / di.mean())
     return torch.cat(out)
 
@@ -200,6 +227,7 @@ def pseudo_pair_losses(
     centre: bool = False,
     t_prior: torch.Tensor | None = None,
     level_target: float = 1.0,
+    relative: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """L1 on optical depth (−ln t vs β′ d) and on A vs A′: zero iff the prediction is right.
 
@@ -215,6 +243,10 @@ def pseudo_pair_losses(
     noise to every image's haze amount; zero while the network keeps the prior's average haze
     level and moves only single images and pixels around it. ``level_target`` moves that average
     to a fraction of the prior's (0.8: a fifth less optical depth than the prior's ω gives).
+
+    With ``relative`` c > 0 each image's depth error is divided by (its mean target depth + c):
+    an error of 0.1 in optical depth costs as much on a haze-free or lightly hazy image (where it
+    is what changes a clear frame) as an error of 0.1 × (d + c) / c on dense haze.
     """
     depth = -torch.log(t_pred.float())
     out = {}
@@ -223,7 +255,10 @@ def pseudo_pair_losses(
         out["level"] = (ratio - math.log(level_target)).square()
     if centre:
         depth = depth / torch.exp(_mean_log_ratio(depth, pairs.depth))
-    out["pseudo_depth"] = (depth - pairs.depth).abs().mean()
+    err = (depth - pairs.depth).abs().mean((1, 2, 3))
+    if relative > 0:
+        err = err / (pairs.depth.mean((1, 2, 3)) + relative)
+    out["pseudo_depth"] = err.mean()
     out["pseudo_airlight"] = (a_pred.float() - pairs.airlight).abs().mean()
     return out
 
@@ -246,6 +281,8 @@ class LossWeights:
     exposure_floor: float = 0.2
     #: remove the batch-wide haze level from the depth term (see :func:`pseudo_pair_losses`)
     centre_depth: bool = False
+    #: c of the relative depth error (0: absolute L1; see :func:`pseudo_pair_losses`)
+    depth_relative: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict) -> LossWeights:

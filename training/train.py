@@ -33,9 +33,11 @@ from napari_clearnet._validate import json_text
 from napari_clearnet.model import ClearNet
 
 from .checkpoints import RUN_FILES, atomic_save, load_checkpoint
+from .clear import ClearCrops, load_clear_photos
 from .config import TrainConfig
 from .data import StepSampler, find_hazy_images, hazy_crops, split_train_val, step_generator
 from .losses import Objective, make_pseudo_pairs, pseudo_pair_losses
+from .teacher import load_teacher, teacher_prior_fn
 from .validation import Validator, load_val_pairs
 
 __all__ = ["TrainOptions", "TrainingDiverged", "train"]
@@ -64,6 +66,10 @@ class TrainOptions:
     stop_at: int | None = None  # pause after this step (schedule still spans max_steps)
     progress: bool = True
     overwrite: bool = False  # replace the run in a non-empty ``out`` (else refused unless resuming)
+    #: folders of unpaired clear photos, added to the config's ``data.clear``
+    clear: list[str] | None = None
+    #: self-training: the model whose dehazing makes J0 (overrides ``pseudo.j0_teacher``)
+    teacher: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,6 +167,17 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
         warnings.warn("no validation images (too few inputs for the 30 % split) and no --val-pairs: "
                       "best.pt will be the last step", stacklevel=2)
 
+    clear_sources = [*cfg.data.clear, *(opts.clear or [])]
+    clear_photos = load_clear_photos(clear_sources) if cfg.pseudo.clear_batch > 0 else []
+    if cfg.pseudo.clear_batch > 0 and not clear_photos:
+        raise ValueError("pseudo.clear_batch > 0 needs clear photos: data.clear: [builtin] or --clear DIR")
+
+    if opts.teacher:
+        cfg.pseudo.j0_teacher = opts.teacher
+    teacher, teacher_sha = None, None
+    if cfg.pseudo.j0_teacher:
+        teacher, teacher_sha = load_teacher(cfg.pseudo.j0_teacher, device)
+
     model = ClearNet(cfg.model).to(device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
@@ -231,6 +248,9 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
             "data": [str(Path(d)) for d in opts.data],
             "n_train_images": len(train_paths),
             "n_val_images": len(val_paths),
+            "clear": clear_sources,
+            "clear_photos": [n for n, _ in clear_photos],
+            "teacher": None if teacher is None else {"model": cfg.pseudo.j0_teacher, "sha256": teacher_sha},
             "val_pairs": opts.val_pairs,
             "val_ids_file": opts.val_ids_file,
             "n_val_pairs": {k: len(v) for k, v in (pairs or {}).items()},
@@ -278,6 +298,13 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
 
     last_step = o.max_steps if opts.stop_at is None else min(o.max_steps, int(opts.stop_at))
     dataset = hazy_crops(cfg, train_paths, seed)
+    j0_fn = model.prior
+    if teacher is not None:
+        j0_fn = teacher_prior_fn(teacher)
+    clear_crops = None
+    if cfg.pseudo.clear_batch > 0:
+        clear_crops = ClearCrops(clear_photos, cfg.data.crop_size or cfg.model.working_size,
+                                 cfg.data.clear_crop_range)
     loader = DataLoader(
         dataset, batch_sampler=StepSampler(o.batch_size, start_step, last_step, rank, world),
         num_workers=cfg.data.num_workers,
@@ -293,14 +320,16 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
         gen = step_generator(seed, step, rank)
-        pairs_b = make_pseudo_pairs(model.prior, batch, gen, **cfg.pseudo_pair_kwargs())
-        b = batch.shape[0]
+        clear = None if clear_crops is None else clear_crops.batch(cfg.pseudo.clear_batch, gen).to(device)
+        pairs_b = make_pseudo_pairs(j0_fn, batch, gen, clear=clear, **cfg.pseudo_pair_kwargs())
+        b = pairs_b.hazy.shape[0]
         inputs = torch.cat([pairs_b.hazy, batch]) if cfg.loss.needs_real_pass else pairs_b.hazy
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             pred = net(inputs)
         terms = pseudo_pair_losses(
             pred["t"][:b], pred["airlight"][:b], pairs_b, cfg.loss.centre_depth,
             t_prior=pred["t_prior"][:b] if cfg.loss.level > 0 else None, level_target=cfg.loss.level_target,
+            relative=cfg.loss.depth_relative,
         )
         if cfg.loss.needs_real_pass:
             terms.update(objective.physics_terms(batch, pred["t"][b:], pred["airlight"][b:]))

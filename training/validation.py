@@ -20,8 +20,15 @@ from .config import TrainConfig
 from .data import find_pairs, hazy_crops, step_generator
 from .evaluate import SPLITS_DIR, LoadedPair, load_pairs, mean_scores, paired_splits, score
 from .losses import make_pseudo_pairs, pseudo_pair_losses
+from .oracle import haze_free_psnr
 
-__all__ = ["Validator", "load_val_pairs"]
+__all__ = ["HAZE_FREE_PENALTY", "HAZE_FREE_TARGET", "Validator", "load_val_pairs"]
+
+#: a haze-free frame must come back nearly unchanged: the median PSNR of the validation pairs'
+#: clear images, dehazed, to themselves should reach this (dB) ...
+HAZE_FREE_TARGET = 30.0
+#: ... and each dB it falls short costs this much of the mean validation PSNR when choosing best.pt
+HAZE_FREE_PENALTY = 0.25
 
 
 def load_val_pairs(
@@ -84,6 +91,8 @@ class Validator:
                 out[f"val/psnr/{name}"], out[f"val/ssim/{name}"] = mean_scores(rows)
             out["val/psnr"] = float(np.mean([out[f"val/psnr/{n}"] for n in self.pairs]))
             out["val/ssim"] = float(np.mean([out[f"val/ssim/{n}"] for n in self.pairs]))
+            clear = [haze_free_psnr(dehazer, p.gt) for pairs in self.pairs.values() for p in pairs]
+            out["val/haze_free"] = float(np.median(clear))
         return out
 
     @property
@@ -96,8 +105,10 @@ class Validator:
         penalises both doing nothing and over-dehazing). ``None`` when there is nothing to
         measure: then the last step is selected (never the untrained prior for ever)."""
         if "val/psnr" in scores:
-            why = f"val/psnr (mean over the validation splits of {', '.join(self.pairs or [])})"
-            return scores["val/psnr"] + 1e-3 * scores["val/ssim"], why
+            why = (f"val/psnr (mean over the validation splits of {', '.join(self.pairs or [])}) − "
+                   f"{HAZE_FREE_PENALTY:g} × dB the haze-free median falls short of {HAZE_FREE_TARGET:g} dB")
+            short = max(0.0, HAZE_FREE_TARGET - scores.get("val/haze_free", HAZE_FREE_TARGET))
+            return scores["val/psnr"] + 1e-3 * scores["val/ssim"] - HAZE_FREE_PENALTY * short, why
         if "val/pseudo_total" in scores:
             return -scores["val/pseudo_total"], "-val/pseudo_total (pseudo-pair loss)"
         return None, "last step (no validation images or pairs to select by)"

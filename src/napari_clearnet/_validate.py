@@ -219,6 +219,7 @@ MODEL_RANGES: dict[str, str] = {
     "t0": "[0, 1]",
     "t_min": "(0, 1)",
     "max_log_scale": "(0, 20]",
+    "min_log_scale": "[-20, 0)",
     "max_residual": "[0, 20]",
     "airlight_range": "[0, 1]",
     "upsample_radius": "[0, 1024]",

@@ -25,7 +25,9 @@ from torch import nn
 
 from . import dcp
 
-__all__ = ["FORMAT_VERSION", "AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock", "check_keys"]
+__all__ = [
+    "FORMAT_VERSION", "AttentionGate", "ClearNet", "ClearNetConfig", "ConvBlock", "bounded", "check_keys",
+]
 
 #: the weight layout this version builds and reads
 FORMAT_VERSION = 2
@@ -54,7 +56,10 @@ class ClearNetConfig:
     prior: dcp.DCPParams = field(default_factory=_default_prior)
     t0: float = 0.1  # lower bound of t in the recovery J = (I - A) / max(t, t0) + A
     t_min: float = 0.02  # lower bound of predicted t
-    max_log_scale: float = 1.5  # |ln s| bound of the per-image haze amount
+    max_log_scale: float = 1.5  # upper bound of ln s, the per-image haze amount
+    #: lower bound of ln s (None: -max_log_scale). A haze-free frame needs s near 0, i.e. a bound
+    #: far below -1.5 (s >= 0.22 changed clear photos by ~6 dB too much)
+    min_log_scale: float | None = None
     max_residual: float = 1.0  # |r| bound of the per-pixel depth correction (log domain)
     airlight_range: float = 0.25  # |ΔA| bound of the airlight correction (real haze's A: often 0.1-0.2 lower)
     upsample_radius: int = 4  # fast guided upsampling radius at working resolution
@@ -70,6 +75,14 @@ class ClearNetConfig:
             raise ValueError(f"widths needs at least two positive entries, got {self.widths}")
         if self.working_size < 16:
             raise ValueError(f"working_size must be >= 16, got {self.working_size}")
+        if self.min_log_scale is not None and self.min_log_scale >= 0:
+            raise ValueError(f"min_log_scale must be negative, got {self.min_log_scale}")
+
+    @property
+    def log_scale_bounds(self) -> tuple[float, float]:
+        """(lowest, highest) ln s of the per-image haze amount."""
+        hi = float(self.max_log_scale)
+        return (-hi if self.min_log_scale is None else float(self.min_log_scale)), hi
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,6 +93,15 @@ class ClearNetConfig:
     def from_dict(cls, data: dict) -> ClearNetConfig:
         check_keys(cls, data, "ClearNet config keys")
         return cls(**data)
+
+
+def bounded(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``x`` squashed into (lo, hi) (lo < 0 < hi) by tanh on each side: slope 1 at 0, so a
+    zero-initialised head starts at 0, and each bound is reached smoothly."""
+    up = hi * torch.tanh(x / hi)
+    if lo == -hi:
+        return up
+    return torch.where(x >= 0, up, -lo * torch.tanh(x / -lo))
 
 
 class ConvBlock(nn.Sequential):
@@ -203,11 +225,11 @@ class ClearNet(nn.Module):
             residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
         pooled = torch.cat([bottleneck.mean((2, 3)).float(), bottleneck.amax((2, 3)).float(), stats], 1)
         g = self.global_head(pooled.to(bottleneck.dtype)).float()
+        lo, hi = cfg.log_scale_bounds
         if scale is not None:
-            bound = cfg.max_log_scale
-            log_scale = torch.log(scale.float().reshape(-1).clamp(min=1e-6)).clamp(-bound, bound)
+            log_scale = torch.log(scale.float().reshape(-1).clamp(min=1e-6)).clamp(lo, hi)
         else:
-            log_scale = cfg.max_log_scale * torch.tanh(g[:, 0] / cfg.max_log_scale)
+            log_scale = bounded(g[:, 0], lo, hi)
         depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
         t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
         if airlight is not None:
