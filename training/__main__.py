@@ -9,6 +9,8 @@ from pathlib import Path
 
 from napari_clearnet._validate import json_text
 
+from .config import seed_option
+
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train ClearNet on folders of hazy images",
@@ -29,7 +31,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-ids-file", metavar="F", help="only these IDs of a single --val-pairs folder")
     p.add_argument("--splits-dir", metavar="DIR",
                    help="where the <set>-val.txt lists live (default training/splits)")
-    p.add_argument("--seed", type=int, help="override optim.seed")
+    p.add_argument("--seed", type=seed_option, help="override optim.seed")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="pause after STEP (the LR schedule still spans max_steps); continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (for logs)")

@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from . import dcp, physics, threads
-from ._validate import check_airlight, check_number, check_sky_protection, check_strength, check_t0
+from ._validate import (
+    check_airlight,
+    check_number,
+    check_sky_protection,
+    check_strength,
+    check_t0,
+    option,
+)
 from .arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
 from .buffers import Buffers
 from .checks import check_frame, probe_weights
@@ -416,6 +423,9 @@ def resolve_dehazer(method: str | None, model: str | os.PathLike | Dehazer | Non
     :class:`Dehazer` (whose method ``method`` must match), else one from :func:`cached_model`."""
     if method is not None:
         _check_method(method)
+    if method == "dcp" and model is not None and not isinstance(model, Dehazer):  # G24: never ignored
+        raise ValueError(f"{option('model')} {model!r} is given, but method 'dcp' uses no weights; leave "
+                         f"out {option('model')}, or use method 'clearnet' with it")
     if isinstance(model, Dehazer):
         if method is not None and method != model.method:
             raise ValueError(
