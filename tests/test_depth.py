@@ -272,3 +272,45 @@ def test_cli_relative_depth_frames_and_errors(tmp_path, capsys):
         assert main(base + extra) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
+# ------------------------------------------------------------------ G14 (review 2026-12-07)
+def test_extreme_distances_are_refused_by_name_not_a_division_by_zero(tmp_path) -> None:
+    # G14: --point 10,10,1e300 made β underflow to 0 and `LN20 / beta` raise ZeroDivisionError
+    from _common import cli
+    from _gen import hazy as review_photo
+
+    from napari_clearnet import io
+
+    io.write_image(tmp_path / "photo.png", review_photo())
+    r = cli("depth", "photo.png", "-o", "out", "--method", "dcp", "--point", "10,10,1e300", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "point 1 (x=10, y=10): distance (metres) must be in [0.01, 1e+06], got 1e+300" in r.stderr
+    hd = depth.haze_depth(review_photo(), method="dcp", device="cpu")
+    for d in (1e-300, 1e7, 0.001):  # variants: too close, too far
+        with pytest.raises(ValueError, match=r"distance \(metres\) must be in \[0\.01, 1e\+06\]"):
+            hd.fit([(10, 10, d), (40, 50, 100.0)])
+    assert hd.fit([(10, 10, 1e6)]).beta > 0  # the ends of the range still fit
+
+
+def test_many_points_are_read_in_one_pass_and_bounded() -> None:
+    # G14: 10000 points took 56 s (each ran its own small torch filter); now one vectorised pass
+    import time
+
+    from _gen import hazy as review_photo
+
+    rng = np.random.default_rng(0)
+    hd = depth.haze_depth(review_photo(), method="dcp", device="cpu")
+    pts = [(float(x), float(y), float(d)) for x, y, d in
+           zip(rng.integers(0, 80, 10000), rng.integers(0, 64, 10000), rng.uniform(10, 200, 10000),
+               strict=True)]
+    start = time.perf_counter()
+    fit = hd.fit(pts)
+    assert time.perf_counter() - start < 10 and len(fit.readings) == 10000
+    few = hd.read(pts[:40])  # the vectorised read is the per-point read (window medians, sky checks)
+    for r in few:
+        row, col = round(r.point.y), round(r.point.x)
+        win = hd.transmission[max(0, row - 2): row + 3, max(0, col - 2): col + 3]
+        assert r.t == pytest.approx(float(np.median(win)))
+    with pytest.raises(ValueError, match="more than 100000 points"):
+        hd.read(iter([(1.0, 1.0, 5.0)] * 100_001))

@@ -62,7 +62,7 @@ def test_registry_override_by_env_and_argument(
     [
         ({"sha": "x"}, r"unknown keys \['sha'\]"),
         ({"sha256": "ABC"}, "sha256 must be 64 lowercase hex digits"),
-        ({"size": 0}, "size must be a positive"),
+        ({"size": 0}, r"model .m.: size must be in \[1, inf\), got 0"),
         ({"filename": "m.pt"}, r"only \.safetensors"),
     ],
 )

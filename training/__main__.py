@@ -12,6 +12,8 @@ from napari_clearnet._validate import MAX_STRENGTH, json_text
 #: the default --oracle-strength grid (training.oracle.DEFAULT_GRID; kept here so --help imports nothing)
 ORACLE_GRID = "0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.5"
 
+from .config import seed_option
+
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train ClearNet on folders of hazy images",
@@ -38,7 +40,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", metavar="MODEL",
                    help="self-training round: the weights (file or registry name) whose own dehazing "
                         "makes the pseudo-pairs' clear scene (overrides pseudo.j0_teacher)")
-    p.add_argument("--seed", type=int, help="override optim.seed")
+    p.add_argument("--seed", type=seed_option, help="override optim.seed")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="pause after STEP (the LR schedule still spans max_steps); continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (for logs)")

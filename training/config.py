@@ -3,7 +3,9 @@
 Every value is checked before anything is built, by one mechanism
 (:func:`napari_clearnet._validate.check_config`): unknown keys are errors (a typo never silently
 falls back to a default), types come from the dataclass annotations, ranges from the tables
-below. A bad file gives a one-line ``ValueError`` naming ``section.key``.
+below. A bad file gives a one-line ``ValueError`` naming ``section.key``. Values can each be in
+range while their product is not: :func:`check_memory` estimates what a step needs and refuses a
+recipe this machine cannot hold, with the number and the limit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_clearnet._validate import MODEL_RANGES, check_config
+from napari_clearnet._validate import MODEL_RANGES, check_config, check_number
 from napari_clearnet.model import ClearNetConfig
 
 from .losses import DEPTH_SOURCES, LossWeights
@@ -151,13 +153,15 @@ class TrainConfig:
                 f"unknown config sections {sorted(map(str, unknown))}; "
                 "known: model, loss, pseudo, data, optim"
             )
-        return cls(
+        cfg = cls(
             model=_build(ClearNetConfig, data.get("model"), "model"),
             loss=_build(LossWeights, data.get("loss"), "loss"),
             pseudo=_build(PseudoSettings, data.get("pseudo"), "pseudo"),
             data=_build(DataSettings, data.get("data"), "data"),
             optim=_build(OptimSettings, data.get("optim"), "optim"),
         )
+        check_memory(cfg)
+        return cfg
 
     @property
     def j0_gain(self) -> float:
@@ -185,6 +189,72 @@ class TrainConfig:
         }
 
 
+#: bytes per crop pixel besides the network's activations: the crop, its pseudo pair, targets, losses
+PIXEL_BYTES = 64
+#: float32 values autograd keeps per pixel and channel of each level (two convolutions and their
+#: activations down, the same plus the gate and the concatenation up)
+ACTIVATIONS_PER_CHANNEL = 10
+#: float32 copies of every parameter: the weights, their gradients, Adam's two moments, the EMA
+PARAMETER_COPIES = 5
+
+
+def estimate_memory(cfg: TrainConfig) -> int:
+    """Bytes one training step needs at least (a lower bound: parameters × their copies, plus
+    crops × batch × the activations of every level), computed from the config alone."""
+    import torch
+
+    from napari_clearnet.model import ClearNet
+
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        n_params = sum(p.numel() for p in ClearNet(cfg.model).parameters())
+    side = cfg.data.crop_size or cfg.model.working_size
+    per_pixel = PIXEL_BYTES + 4 * ACTIVATIONS_PER_CHANNEL * sum(
+        w / 4**i for i, w in enumerate(cfg.model.widths))
+    return int(n_params * 4 * PARAMETER_COPIES + cfg.optim.batch_size * side * side * per_pixel)
+
+
+def memory_available() -> int:
+    """The most memory this machine can give training: the RAM available now or the largest
+    GPU's (``$CLEARNET_MEMORY_LIMIT`` overrides it)."""
+    import os
+
+    import torch
+
+    from napari_clearnet.limits import MEMORY_ENV, memory_limit
+
+    limit = memory_limit()
+    if torch.cuda.is_available() and not os.environ.get(MEMORY_ENV):
+        limit = max([limit] + [torch.cuda.get_device_properties(i).total_memory
+                               for i in range(torch.cuda.device_count())])
+    return limit
+
+
+def check_memory(cfg: TrainConfig) -> None:
+    """Refuse a recipe whose widths, crops and batch multiply past this machine's memory (each
+    value can be in range while their product is not), naming the number and the limit."""
+    from napari_clearnet.limits import fmt_bytes
+
+    need, limit = estimate_memory(cfg), memory_available()
+    if need > limit:
+        side = cfg.data.crop_size or cfg.model.working_size
+        raise ValueError(
+            f"this recipe needs at least {fmt_bytes(need)} (model.widths {list(cfg.model.widths)}, "
+            f"optim.batch_size {cfg.optim.batch_size} crops of {side}×{side}), more than the "
+            f"{fmt_bytes(limit)} this machine has available; lower optim.batch_size, data.crop_size or "
+            "model.widths"
+        )
+
+
+def seed_option(text: str) -> int:
+    """``--seed``: an integer in the range optim.seed accepts (for argparse)."""
+    import argparse
+
+    try:
+        return int(check_number(int(text), "--seed", RANGES["optim"]["seed"], integer=True))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML training config; missing keys take the defaults above."""
     import yaml
@@ -201,6 +271,9 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read the config ({exc})") from None
+    if data is None:  # G24: an empty file is not a request for the full default recipe
+        raise ValueError(f"{path} is empty; write the settings to change, or {{}} to train the default "
+                         "recipe on purpose (see training/configs/)")
     try:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:

@@ -83,8 +83,8 @@ def _download(args: argparse.Namespace) -> int:
             if name.startswith("hf://"):  # not pinned by a registry sha256: check it is loadable
                 w.build_model(*w.read_weights(path)[:2], source=name)
             print(f"{label}: {path}")
-        except w.WeightsError as exc:
-            status = _fail(str(exc))
+        except (w.WeightsError, ValueError) as exc:  # huggingface_hub's validation errors too
+            status = _fail(f"{name}: {exc}" if not isinstance(exc, w.WeightsError) else str(exc))
     return status
 
 
@@ -102,13 +102,19 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
+    local, bundled = None, False
     try:
         entry = w.get_entry(args.name, args.registry)
-        local = w.cached_path(entry)
+        local, bundled = w.hub.local_copy(entry)
+        if local is not None:  # never print a file that fails its check without saying so
+            w.verify_file(local, entry)
     except KeyError as exc:
         return _fail(str(exc.args[0]))
     except w.WeightsError as exc:
-        return _fail(str(exc))
+        fix = "reinstall napari-clearnet" if bundled else (
+            f"run `clearnet weights download {args.name} --force` with network access")
+        return _fail(f"the {'bundled' if bundled else 'cached'} copy of {args.name} at {local} is damaged "
+                     f"({exc}); {fix}") if local is not None else _fail(str(exc))
     if local is None:
         return _fail(f"{args.name} is not downloaded; run `clearnet weights download {args.name}`")
     print(local)

@@ -33,6 +33,12 @@ __all__ = [
     "to_float01",
 ]
 
+#: a guessed 8- or 16-bit range must put the brightest colour value at least this high: hazy
+#: photos are bright (their haze is near white), so a guess that leaves the brightest pixel below a
+#: quarter of the range (float data up to 2.5 read as 8-bit, 12-bit data read as 16-bit) is wrong
+MIN_BRIGHTEST = 0.25
+
+
 @dataclass(frozen=True)
 class Layout:
     """How an array maps to frames of RGB: ``frames_shape`` (leading dims), ``channels`` (0 = none,
@@ -236,9 +242,11 @@ def pixel_range(
 
     uint8 and uint16 (either byte order) use their full range; bool is {0, 1}; floats in [0, 1]
     are used as they are; other integers and floats are read as 8-bit (max ≤ 255) or 16-bit
-    (max ≤ 65535) data. Refused with a message saying what to pass: NaN/inf pixels, negative
-    values, values beyond 16 bits, and floats just above 1 (max in (1, 2]: [0, 1] data that
-    overshot, or 8-bit data? Dividing by 255 would make it black).
+    (max ≤ 65535) data when that reading leaves the brightest value at least
+    :data:`MIN_BRIGHTEST` of the range. Refused with a message saying what to pass: NaN/inf
+    pixels, negative values, values beyond 16 bits, floats just above 1 (max in (1, 2]: [0, 1]
+    data that overshot, or 8-bit data?) and any other guess that would make the image nearly
+    black (float data up to 2.5 from a raw converter, 12-bit data in int32).
     """
     if value_range is not None:
         return check_value_range(value_range)
@@ -275,11 +283,33 @@ def _decide(lo: float, hi: float, bad: int, dtype: np.dtype) -> tuple[float, flo
             f"(resampling, sharpening), pass {option('value_range_01_hint')} to clip it; if it is 8-bit "
             f"data, pass {option('value_range_255_hint')}"
         )
-    if hi <= 255.0:
-        return 0.0, 255.0
-    if hi <= 65535.0:
-        return 0.0, 65535.0
-    raise ValueError(f"image values reach {hi:g}, beyond 16-bit range; pass {option('value_range_hint')}")
+    if hi > 65535.0:
+        raise ValueError(f"image values reach {hi:g}, beyond 16-bit range; pass {option('value_range_hint')}")
+    guess = 255.0 if hi <= 255.0 else 65535.0
+    if hi < guess * MIN_BRIGHTEST:  # a guess that would make the image nearly black is no guess
+        kind = "float" if np.issubdtype(dtype, np.floating) else "integer"
+        bits = "8" if guess == 255.0 else "16"
+        raise ValueError(
+            f"{kind} image values reach {hi:g}: read as {bits}-bit data (0-{guess:g}) the image would "
+            f"be nearly black (at most {hi / guess:.1%} bright); if {hi:g} is its white (linear, HDR, "
+            f"12-bit or raw data), pass {_range_hint(_round_up(hi))}; if it is a dark "
+            f"{bits}-bit image, pass {_range_hint(guess)}"
+        )
+    return 0.0, guess
+
+
+def _range_hint(high: float) -> str:
+    """``value_range=(0, high)`` as the caller spells it (``--value-range 0,high`` on the CLI)."""
+    name = option("value_range")
+    return f"{name} 0,{high:g}" if name.startswith("--") else f"{name}=(0, {high:g})"
+
+
+def _round_up(hi: float) -> float:
+    """A tidy white level at or above ``hi`` for messages: 2.5 -> 2.5, 4000 -> 4095 (12 bits)."""
+    if hi >= 64 and hi.is_integer():
+        return float((1 << math.ceil(math.log2(hi + 1))) - 1)
+    tidy = float(f"{hi:.3g}")
+    return tidy if tidy >= hi else hi
 
 
 def _lazy(a: Any) -> bool:

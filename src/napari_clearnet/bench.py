@@ -309,6 +309,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load", default="0",
                    help="comma-separated numbers of cores kept busy by other processes while measuring, "
                         "e.g. 0,1 for idle and one busy core side by side (default %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="run a --load beyond this machine's cores anyway")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     p.add_argument("--original", default=None, help="path of original_unet.py (default: the checkout's)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -339,6 +341,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         problem = f"--load takes numbers of busy cores like 0,1; got {args.load!r}"
     if problem is None and any(not math.isfinite(s) or not 0 < s <= MAX_MEGAPIXELS for s in sizes):
         problem = f"--sizes takes megapixels in (0, {MAX_MEGAPIXELS:g}], got {args.sizes!r}"
+    problem = problem or _check_work(args, methods, video, clip, loads)
     if problem:  # checked before the benchmark runs, not after many minutes of it
         print(f"bench: {problem}", file=sys.stderr)
         return 2
@@ -372,6 +375,38 @@ def run_from_args(args: argparse.Namespace) -> int:
                   "printed above)", file=sys.stderr)
             return 1
     return 0
+
+
+#: bytes per pixel one frame's estimate and recovery need besides its input and outputs (DCP, at most)
+FRAME_WORK_BYTES = 128
+
+
+def _check_work(args: argparse.Namespace, methods: list[str], video: tuple[int, int, int] | None,
+                clip: tuple[int, int, int] | None, loads: list[int]) -> str | None:
+    """Why the benchmark cannot run as asked (None if it can), known before it starts (G24, G9):
+    no methods, repeats below 1, clips beyond the memory available, or more busy processes
+    than cores (unless --force)."""
+    from .io import MAX_PIXELS
+    from .limits import check_memory, check_processes
+
+    if not methods:
+        return f"--methods names no method, got {args.methods!r}; choose from {','.join(METHODS)}"
+    if args.repeats < 1:
+        return f"--repeats must be >= 1, got {args.repeats}"
+    try:
+        for flag, shape in (("--video", video), ("--clip", clip)):
+            if shape is not None:  # frames in, J and t out (28 bytes a pixel), one frame's work
+                n, h, w = shape
+                if h * w > MAX_PIXELS:
+                    return (f"{flag} {n}x{w}x{h}: {h * w / 1e6:.0f} MP frames, over the "
+                            f"{MAX_PIXELS / 1e6:.0f} MP limit per frame")
+                check_memory(n * h * w * 28 + h * w * FRAME_WORK_BYTES, f"{flag} {n}x{w}x{h}",
+                             f"choose a smaller {flag}")
+        if not args.force:
+            check_processes(max(loads), "--load", "--force")
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_output(output: str) -> str | None:

@@ -139,7 +139,10 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
                        help="spread the inputs over the Dask cluster whose scheduler is at ADDRESS "
                             "(tcp://HOST:8786); inputs and OUTDIR must be on a shared file system")
     where.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="spread the inputs over a local Dask cluster of N worker processes")
+                       help="spread the inputs over a local Dask cluster of N worker processes (at most "
+                            "this machine's cores and memory, about 400 MB each, unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="allow --workers beyond this machine's cores and memory")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true",
@@ -152,6 +155,9 @@ def _run_dehaze(args: argparse.Namespace) -> int:
     from .batch import BatchError, BatchOptions, dehaze_files
 
     try:
+        if args.method == "dcp" and args.model is not None:  # G24: a --model is never silently ignored
+            raise BatchError(f"--model {args.model} is given, but --method dcp uses no weights; leave out "
+                             "--model, or use --method clearnet with it")
         with cli_spelling():  # messages name --flags, not Python arguments
             opts = BatchOptions(
                 method=args.method, model=args.model, device=args.device, suffix=args.suffix,
@@ -167,7 +173,13 @@ def _run_dehaze(args: argparse.Namespace) -> int:
                 report = dehaze_files(args.inputs, args.output, opts, progress=progress)
             else:
                 from .cluster import connect
+                from .limits import WORKER_BYTES, check_processes
 
+                if args.workers is not None and not args.force:
+                    try:
+                        check_processes(args.workers, "--workers", "--force", WORKER_BYTES)
+                    except ValueError as exc:
+                        raise BatchError(str(exc)) from None
                 with connect(args.cluster, args.workers) as client:
                     report = dehaze_files(args.inputs, args.output, opts, progress=progress, client=client)
     except BatchError as exc:

@@ -59,6 +59,11 @@ CLAMP_MARGIN = 0.01
 #: K of the check that warns about points in flat regions this close to the airlight (sky, opaque
 #: fog: half of ClearNet's sky protection K, so only what looks like the airlight itself is named)
 SKY_K = 0.1
+#: distances a point may have, in metres: 1 cm to 1000 km (beyond, β under- or overflows and
+#: no haze measurement means anything)
+DISTANCE_RANGE = "[0.01, 1e6]"
+#: points one fit takes at most (a pasted survey; every point is read in one vectorised pass)
+MAX_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,11 @@ def as_points(points: Iterable[Any]) -> list[KnownDistance]:
         if d <= 0:
             raise ValueError(f"{kd.named()}: distance must be a positive number of metres, "
                              f"got {kd.distance!r}")
+        d = check_number(d, f"{kd.named()}: distance (metres)", DISTANCE_RANGE)
         out.append(replace(kd, x=float(kd.x), y=float(kd.y), distance=float(d)))
+        if len(out) > MAX_POINTS:
+            raise ValueError(f"more than {MAX_POINTS} points of known distance; a fit needs a few "
+                             "well-spread ones (thin the survey out)")
     return out
 
 
@@ -316,30 +325,20 @@ class HazeDepth:
                              f"y in [0, {h - 1}])")
         return r, c
 
-    def _near_airlight(self, r: int, c: int, k: float) -> bool:
-        """Whether sky protection with K ``k`` raises t at (r, c): the image there is flat and within
-        ``k`` of A (sky, opaque fog), judged on a window just large enough for its filters."""
-        if self.image is None or k <= 0:
-            return False
-        h, w = self.transmission.shape
-        pad = 8
-        r0, r1, c0, c1 = max(0, r - pad), min(h, r + pad + 1), max(0, c - pad), min(w, c + pad + 1)
-        crop = torch.from_numpy(np.ascontiguousarray(self.image[r0:r1, c0:c1])).permute(2, 0, 1)[None]
-        half = torch.full((1, 1, r1 - r0, c1 - c0), 0.5)
-        raised = physics.sky_tolerance(half, crop, torch.from_numpy(self.airlight)[None], k, SKY_SMOOTH)
-        return bool(raised[0, 0, r - r0, c - c0] > 0.5)
-
     def read(self, points: Iterable[Any]) -> list[PointReading]:
         """Each point's t (median of a small window) and whether the fit may use it; a point outside
-        the image is a ``ValueError`` naming it."""
+        the image is a ``ValueError`` naming it. All points are read in one vectorised pass."""
+        pts = as_points(points)
+        if not pts:
+            return []
+        rc = np.array([self._check_inside(p) for p in pts])
+        ts = self._window_medians(rc)
+        raised = self._near_airlight_all(rc, self.sky_protection)
+        flat = self._near_airlight_all(rc, SKY_K if self.sky_protection <= 0 else 0.0)
         out = []
-        for p in as_points(points):
-            r, c = self._check_inside(p)
-            win = self.transmission[max(0, r - POINT_RADIUS): r + POINT_RADIUS + 1,
-                                    max(0, c - POINT_RADIUS): c + POINT_RADIUS + 1]
-            t = float(np.median(win))
-            name = p.named()
-            if self._near_airlight(r, c, self.sky_protection):
+        for k, p in enumerate(pts):
+            t, name = float(ts[k]), p.named()
+            if raised[k]:
                 out.append(PointReading(p, t, False, f"{name}: sky protection raised t there (the image is "
                                         "flat and close to the airlight); left out"))
             elif t >= 1.0 - CLAMP_MARGIN:
@@ -349,11 +348,41 @@ class HazeDepth:
                 out.append(PointReading(p, t, False, f"{name}: t = {t:.3f} is at the method's floor "
                                         f"({self.floor:.3f}): sky, or haze too dense to read; the map says "
                                         "only that it is farther, so it is left out"))
-            elif self._near_airlight(r, c, SKY_K if self.sky_protection <= 0 else 0.0):
+            elif flat[k]:
                 out.append(PointReading(p, t, True, f"{name}: the image there is flat and close to the "
                                         "airlight (sky or dense fog), where t is least reliable; check it"))
             else:
                 out.append(PointReading(p, t, True))
+        return out
+
+    def _window_medians(self, rc: np.ndarray) -> np.ndarray:
+        """The median t of each point's (2r+1)² window (clipped at the borders), all at once."""
+        r = POINT_RADIUS
+        padded = np.pad(self.transmission.astype(np.float64), r, constant_values=np.nan)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * r + 1, 2 * r + 1))
+        return np.nanmedian(windows[rc[:, 0], rc[:, 1]].reshape(len(rc), -1), axis=1)
+
+    def _near_airlight_all(self, rc: np.ndarray, k: float) -> np.ndarray:
+        """Whether sky protection with K ``k`` raises t at each point (row, column): the image there
+        is flat and within ``k`` of A (sky, opaque fog), judged on a window just large enough for
+        its filters; windows of one shape go through one batched filter call."""
+        out = np.zeros(len(rc), bool)
+        if self.image is None or k <= 0:
+            return out
+        h, w = self.transmission.shape
+        pad = 8
+        groups: dict[tuple[int, int, int, int], list[int]] = {}
+        for i, (r, c) in enumerate(rc):
+            r0, r1, c0, c1 = max(0, r - pad), min(h, r + pad + 1), max(0, c - pad), min(w, c + pad + 1)
+            groups.setdefault((r1 - r0, c1 - c0, r - r0, c - c0), []).append(i)
+        a = torch.from_numpy(self.airlight)[None]
+        for (hh, ww, dr, dc), idx in groups.items():
+            crops = np.stack([self.image[rc[i, 0] - dr: rc[i, 0] - dr + hh, rc[i, 1] - dc: rc[i, 1] - dc + ww]
+                              for i in idx])
+            x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).permute(0, 3, 1, 2)
+            half = torch.full((len(idx), 1, hh, ww), 0.5)
+            raised = physics.sky_tolerance(half, x, a.expand(len(idx), 3), k, SKY_SMOOTH)
+            out[idx] = (raised[:, 0, dr, dc] > 0.5).numpy()
         return out
 
     def fit(self, points: Iterable[Any]) -> DepthFit:
@@ -367,6 +396,9 @@ class HazeDepth:
         if not used:
             raise ValueError("no point can be used: " + "; ".join(r.note for r in readings))
         beta, se, s = fit_beta([r.t for r in used], [r.point.distance for r in used])
+        if not (math.isfinite(beta) and beta > 0):  # guards the divisions below (V, depth)
+            raise ValueError(f"the points give no usable haze coefficient (β = {beta:g} /m); check their "
+                             "distances")
         notes = [r.note for r in readings if r.note]
         if len(used) == 1:
             notes.append("one point: no spread, so no uncertainty can be estimated; add a point at "

@@ -29,9 +29,17 @@ import numpy as np
 import torch
 
 from . import dcp, physics, threads
-from ._validate import check_airlight, check_number, check_sky_protection, check_strength, check_t0
+from ._validate import (
+    check_airlight,
+    check_number,
+    check_sky_protection,
+    check_strength,
+    check_t0,
+    option,
+)
 from .arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
 from .buffers import Buffers
+from .checks import check_frame, probe_weights
 from .choices import METHODS
 from .devices import pick_device
 from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
@@ -220,7 +228,7 @@ class Dehazer:
                 scaled = scaler.scale([stack[i] for i in idx], idx[0])
                 rgbs = [frame_rgb(f, layout.channels) for f in scaled]
                 slots = [None if out is None else (out[0][i], out[1][i]) for i in idx]
-                batch = self._batch(rgbs, a_fixed, prev, smoothing, params, slots)
+                batch = self._batch(rgbs, a_fixed, prev, smoothing, params, slots, start if n > 1 else None)
                 for i, res in zip(idx, batch, strict=True):
                     res.value_range = scaler.range
                     prev = (res.airlight, res.scale)
@@ -238,9 +246,11 @@ class Dehazer:
     @torch.inference_mode()
     def _batch(
         self, rgbs: list[np.ndarray], a_fixed: np.ndarray | None, prev: _Previous, smoothing: float,
-        params: _Params, slots: list[tuple[np.ndarray, np.ndarray] | None],
+        params: _Params, slots: list[tuple[np.ndarray, np.ndarray] | None], first: int | None = None,
     ) -> Iterator[FrameResult]:
-        """Estimate a batch of same-size frames, smooth A and s, adjust t, recover each frame."""
+        """Estimate a batch of same-size frames, smooth A and s, adjust t, recover each frame and
+        check it (:func:`~napari_clearnet.checks.check_frame`; ``first``: the batch's first frame
+        index, for messages)."""
         est = self.estimator
         xs = [self._to_device(rgb) for rgb in rgbs]
         lows_list = [est.reduce(x) for x in xs]
@@ -263,6 +273,7 @@ class Dehazer:
             if params.with_raw:
                 raw = physics.resize(e.t_raw[s], tuple(x.shape[-2:]))[0, 0].clamp(0, 1).cpu().numpy()
             res = FrameResult(j_out, t_out, e.airlight[j].cpu().numpy().astype(np.float32), raw)
+            check_frame(j_out, t[s], res.airlight, x, None if first is None else first + j)
             res.scale = None if e.scale is None else float(e.scale[j])
             res.sources = None if e.sources is None else self._sources(e.sources[j], lows.shape[-2:],
                                                                        x.shape[-2:])
@@ -336,8 +347,10 @@ def load_model(
     path, name = resolve(model or DEFAULT_MODEL, tqdm_class=tqdm_class)
     state, config, _ = read_weights(path)
     net = build_model(state, config, source=str(path))
-    return Dehazer("clearnet", net, device=device, model_name=name, sha256=sha256_file(path), half=half,
-                   compile=compile)
+    dehazer = Dehazer("clearnet", net, device=device, model_name=name, sha256=sha256_file(path), half=half,
+                      compile=compile)
+    probe_weights(dehazer, str(path))  # finite weights can still overflow: refused before any image
+    return dehazer
 
 
 #: loaded methods per (method, model, device[, file stamp]): the one cache of the package, shared
@@ -410,6 +423,9 @@ def resolve_dehazer(method: str | None, model: str | os.PathLike | Dehazer | Non
     :class:`Dehazer` (whose method ``method`` must match), else one from :func:`cached_model`."""
     if method is not None:
         _check_method(method)
+    if method == "dcp" and model is not None and not isinstance(model, Dehazer):  # G24: never ignored
+        raise ValueError(f"{option('model')} {model!r} is given, but method 'dcp' uses no weights; leave "
+                         f"out {option('model')}, or use method 'clearnet' with it")
     if isinstance(model, Dehazer):
         if method is not None and method != model.method:
             raise ValueError(

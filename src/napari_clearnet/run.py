@@ -20,6 +20,7 @@ import numpy as np
 from ._validate import check_airlight
 from .arrays import as_array, describe_layout, restore_layout
 from .engine import Dehazer, FrameResult
+from .limits import check_memory
 
 __all__ = ["DehazeResult", "Progress", "drive", "run"]
 
@@ -86,12 +87,19 @@ def run(
     ``sink(i, frame)`` streams: each frame's :class:`~napari_clearnet.engine.FrameResult` (J as
     (H, W, 3) RGB, t as (H, W), its buffers the sink's to keep) goes to it as soon as it is done and
     nothing else is kept but A, so a clip of any length runs in the memory of a few frames.
+    Without a sink, results that would not fit in the memory available are refused before any
+    work (:func:`~napari_clearnet.limits.check_memory`).
     """
     start = time.perf_counter()
     image = as_array(image)
     layout = describe_layout(tuple(np.shape(image)), options.pop("channel_axis", "auto"))
     n, h, w = layout.n_frames, layout.height, layout.width
     keep = sink is None
+    if keep:  # G9: J and t of every frame are held: refuse what the machine cannot hold, up front
+        per_frame = h * w * 4 * (4 + bool(options.get("with_raw")))
+        check_memory(n * per_frame, f"the results (J and t, float32) of {n} frame(s) of {w}×{h}",
+                     "dehaze clips with napari_clearnet.dehaze_video or `clearnet dehaze` (they stream "
+                     "frames into a file), or pass fewer frames at a time")
     j = np.empty((n, h, w, 3), np.float32) if keep else None
     t = np.empty((n, h, w), np.float32) if keep else None
     a = np.empty((n, 3), np.float32)

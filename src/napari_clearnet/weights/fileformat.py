@@ -199,6 +199,9 @@ def build_model(state: dict[str, torch.Tensor], config: ClearNetConfig, source: 
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     )
+    # load_state_dict would cast boolean or integer tensors of the right shape to float silently
+    wrong += sorted(f"{k} is {state[k].dtype}, not floating point" for k, v in expected.items()
+                    if k in state and v.is_floating_point() and not state[k].is_floating_point())
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -206,7 +209,7 @@ def build_model(state: dict[str, torch.Tensor], config: ClearNetConfig, source: 
         if unexpected:
             parts.append(f"unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
         if wrong:
-            parts.append(f"wrong shapes {wrong[:5]}{' …' if len(wrong) > 5 else ''}")
+            parts.append(f"wrong shapes or types {wrong[:5]}{' …' if len(wrong) > 5 else ''}")
         raise WeightsError(
             f"{source or 'weights'} do not fit the ClearNet architecture {config.widths}: "
             + "; ".join(parts)

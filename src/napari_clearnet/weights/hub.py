@@ -12,6 +12,7 @@ retried for minutes; every failure is a :class:`WeightsError` that says what to 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ __all__ = [
     "parse_hf_address",
     "remove_cached",
     "timeout",
+    "verified_cached_path",
     "verify",
 ]
 
@@ -59,20 +61,38 @@ def timeout() -> float:
     return value
 
 
+_FORM = "hf://ORG/REPO[@REVISION]/PATH/FILE.safetensors"
+#: a Hub repository id's two parts: what huggingface_hub's own validation accepts
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+
+
 def parse_hf_address(text: str) -> tuple[str, str, str]:
-    """``hf://ORG/REPO[@REVISION]/PATH/FILE.safetensors`` -> (repo_id, revision, filename)."""
+    """``hf://ORG/REPO[@REVISION]/PATH/FILE.safetensors`` -> (repo_id, revision, filename); any
+    other form is a :class:`WeightsError` naming the address and the accepted form (checked here,
+    so huggingface_hub's own validation errors never reach the user as tracebacks)."""
     rest = text[len("hf://"):] if text.startswith("hf://") else text
     parts = rest.split("/")
     if len(parts) < 3 or not all(parts):
-        raise WeightsError(f"expected hf://ORG/REPO[@REVISION]/FILE.safetensors, got {text!r}")
+        raise WeightsError(f"expected {_FORM}, got {text!r}")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
     revision = "main"
     if "@" in repo:
         repo, revision = repo.split("@", 1)
-    if not filename.endswith(".safetensors"):
+    bad_repo = [p for p in repo.split("/") if not _REPO_PART.fullmatch(p) or ".." in p or "--" in p]
+    if bad_repo or not revision or any(c.isspace() for c in revision):
+        raise WeightsError(
+            f"{text!r}: {'repository ' + repr(repo) if bad_repo else 'revision ' + repr(revision)} is not "
+            f"a Hub name (letters, digits, '.', '_', '-'; no '..' or '--'); expected {_FORM}"
+        )
+    from .registry import file_path_problem
+
+    problem = file_path_problem(filename)
+    if problem and not filename.endswith(".safetensors"):
         raise WeightsError(
             f"{text!r}: only .safetensors weights are accepted (pickle checkpoints can run code)"
         )
+    if problem:
+        raise WeightsError(f"{text!r}: the file path {filename!r} {problem}; expected {_FORM}")
     return repo, revision, filename
 
 
@@ -231,19 +251,33 @@ def cached_path(entry: ModelEntry, *, verify: bool = False) -> Path | None:
     """The local file of ``entry`` if it needs no download (bundled, or in the HF cache).
 
     Cheap enough for a widget: it checks presence and size; ``verify=True`` also checks the
-    sha256 (and removes a bad cached copy). Loading a model always verifies.
+    sha256 (and removes a bad cached copy; :func:`verified_cached_path` says so). Loading a model
+    always verifies.
     """
-    path, bundled = local_copy(entry)
+    if verify:
+        return verified_cached_path(entry)[0]
+    path, _ = local_copy(entry)
     if path is None or path.stat().st_size != entry.size:
         return None
-    if verify:
-        try:
-            verify_file(path, entry)
-        except WeightsError:
-            if not bundled:
-                remove_cached(path)
-            return None
     return path
+
+
+def verified_cached_path(entry: ModelEntry) -> tuple[Path | None, str | None]:
+    """(the local file of ``entry`` that passes its size and sha256 check, or None; what was wrong
+    with a local copy that failed, or None). A damaged cached copy is removed; a damaged bundled
+    copy is left alone (reinstall)."""
+    path, bundled = local_copy(entry)
+    if path is None:
+        return None, None
+    try:
+        verify_file(path, entry)
+    except WeightsError as exc:
+        if bundled:
+            return None, f"the bundled copy of {entry.name} is damaged ({exc}); reinstall napari-clearnet"
+        remove_cached(path)
+        return None, (f"the cached copy of {entry.name} was damaged ({exc}) and has been removed from the "
+                      "cache")
+    return path, None
 
 
 @dataclass(frozen=True)

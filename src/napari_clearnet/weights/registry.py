@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .._validate import check_config
 from .fileformat import WeightsError, sha256_file
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
 DEFAULT_MODEL = "clearnet-default"
 REGISTRY_ENV = "CLEARNET_REGISTRY"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: keys older registry files (and registry-entry.json of older exports) carry; read and dropped
 _LEGACY_KEYS = frozenset({"config"})
 
@@ -108,14 +110,32 @@ def _entry_from_dict(data: Any, home: Path, where: str) -> ModelEntry:
             f"{where}: model {data.get('name', '?')!r} has {'; '.join(problems)} "
             f"(accepted keys: {sorted(known)})"
         )
-    entry = ModelEntry(**data, home=home)
-    if not isinstance(entry.sha256, str) or not _SHA256.fullmatch(entry.sha256):
+    try:  # types and ranges by the one config mechanism (True is not a size, null not a revision)
+        checked = check_config(ModelEntry, data, "", {"size": "[1, inf)"})
+    except ValueError as exc:  # "size must be in [1, inf), got 0" (a positive number of bytes)
+        raise WeightsError(f"{where}: model {data['name']!r}: {str(exc).lstrip('.')}") from None
+    entry = ModelEntry(**checked, home=home)
+    if not _SHA256.fullmatch(entry.sha256):
         raise WeightsError(f"{where}: model {entry.name!r}: sha256 must be 64 lowercase hex digits")
-    if not isinstance(entry.size, int) or entry.size <= 0:
-        raise WeightsError(f"{where}: model {entry.name!r}: size must be a positive number of bytes")
-    if not entry.filename.endswith(".safetensors"):
-        raise WeightsError(f"{where}: model {entry.name!r}: only .safetensors files are accepted")
+    if not _NAME.fullmatch(entry.name):
+        raise WeightsError(f"{where}: model {entry.name!r}: a name is letters, digits, '.', '_' and '-' "
+                           "(a name with '/' or a suffix would be read as a file path)")
+    problem = file_path_problem(entry.filename)
+    if problem:
+        raise WeightsError(f"{where}: model {entry.name!r}: filename {entry.filename!r} {problem}")
     return entry
+
+
+def file_path_problem(filename: str) -> str | None:
+    """Why ``filename`` cannot be a file inside a Hub repository (None if it can): relative,
+    '/'-separated, no empty, '.' or '..' parts, ending in .safetensors."""
+    parts = filename.split("/")
+    if filename.startswith("/") or "\\" in filename or any(p in ("", ".", "..") for p in parts):
+        return ("must be a relative path inside the repository (no leading '/', '\\', empty, '.' or "
+                "'..' parts), e.g. weights/model.safetensors")
+    if not filename.endswith(".safetensors"):
+        return "is not a .safetensors file (only .safetensors files are accepted)"
+    return None
 
 
 def list_models(registry_path: str | os.PathLike | None = None) -> list[ModelEntry]:

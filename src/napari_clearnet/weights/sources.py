@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,9 +115,20 @@ def _registry_file(entry: ModelEntry, force: bool, tqdm_class: type | None) -> P
     if entry.bundled_path is not None and entry.bundled_path.is_file():
         verify_file(entry.bundled_path, entry)
         return entry.bundled_path
-    if not force and (hit := hub.cached_path(entry, verify=True)) is not None:
-        return hit
-    return hub.download(entry, force=force, tqdm_class=tqdm_class)
+    damage = None
+    if not force:
+        hit, damage = hub.verified_cached_path(entry)
+        if hit is not None:
+            return hit
+    try:
+        path = hub.download(entry, force=force, tqdm_class=tqdm_class)
+    except WeightsError as exc:
+        if damage is None:
+            raise
+        raise WeightsError(f"{damage}; downloading it again failed: {exc}") from None
+    if damage is not None:  # said, not silent: a damaged copy means a disk or copy to check
+        warnings.warn(f"{damage}; downloaded again and verified", UserWarning, stacklevel=3)
+    return path
 
 
 def _hub_file(text: str, repo: str, revision: str, filename: str, force: bool,
