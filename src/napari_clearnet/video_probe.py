@@ -152,10 +152,14 @@ def probe(path: str | os.PathLike) -> ClipInfo:
         if v is None:
             raise _error(path, "it holds no video stream")
         ctx = v.codec_context
+        if ctx is None:
+            raise _error(path, "its video codec is not one FFmpeg can decode "
+                               "(a damaged header, or a codec this build lacks)")
         check_size(1, ctx.height or 1, ctx.width or 1, 3, 1)
         if not ctx.width or not ctx.height:
             raise _error(path, "its video stream declares no frame size")
         pts, pos, keys, seek_ts = [], [], [], []
+        ends = 0  # where the last packet ends (its time plus its duration), in the time base
         try:
             for p in c.demux(v):
                 if not p.size or p.is_discard:
@@ -164,6 +168,8 @@ def probe(path: str | os.PathLike) -> ClipInfo:
                 pos.append(-1 if p.pos is None else p.pos)
                 keys.append(bool(p.is_keyframe))
                 seek_ts.append(p.dts if p.dts is not None else p.pts)
+                if p.pts is not None:
+                    ends = max(ends, p.pts + (p.duration or 0))
         except av.FFmpegError as exc:
             raise _error(path, f"damaged after {len(pts)} frames ({exc.strerror or exc})") from None
         if not pts:
@@ -174,7 +180,7 @@ def probe(path: str | os.PathLike) -> ClipInfo:
         if n == 0:
             raise _error(path, "none of its packets starts a picture that can be decoded (no keyframe)")
         rate = _rate(v, stamps, tb)
-        _check_complete(path, c, v, len(pts), stamps, tb, rate)
+        _check_complete(path, c, v, len(pts), stamps, tb, rate, float(ends * tb))
         seek = _seek_points(order, keys, seek_ts)
         pos_arr = np.asarray(pos, np.int64)
         known = pos_arr >= 0
@@ -256,13 +262,13 @@ def _seek_points(order: np.ndarray | None, keys: list[bool],
 
 
 def _check_complete(path: Path, c: Any, v: Any, held: int, stamps: np.ndarray | None, tb: Fraction,
-                    rate: Fraction) -> None:
+                    rate: Fraction, packets_end: float) -> None:
     """Refuse a copy cut short, judged by the last timestamp (where a clip ends), not the header's
     frame count alone: AVI counts frame slots (dropped frames too) and Matroska's DURATION tag
     is the stream's end time, not its span."""
     counts_slots = c.format.name == "avi"
     declared = v.frames or 0
-    end = None if stamps is None else float(int(stamps.max()) * tb + 1 / rate)
+    end = None if stamps is None else max(float(int(stamps.max()) * tb + 1 / rate), packets_end)
     said = None
     if counts_slots and end is not None and declared:
         if declared * tb > end * (1 + _LENGTH_SLACK) + 2 / rate:
