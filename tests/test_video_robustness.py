@@ -82,7 +82,8 @@ def test_a_damaged_frame_read_at_random_is_the_frame_before_it_and_warns(tmp_pat
 
 # G6: a clip that starts between keyframes: "frame 0 is missing from the decoded stream".
 @pytest.mark.parametrize("ext", ["mp4", "mkv"])
-def test_a_clip_that_starts_between_keyframes_is_dehazed_with_a_note(tmp_path: Path, ext: str, capsys) -> None:
+def test_a_clip_that_starts_between_keyframes_is_dehazed_with_a_note(tmp_path: Path, ext: str,
+                                                                     capsys) -> None:
     src = remux(clip(tmp_path / f"gop.{ext}", 30, gop=7), tmp_path / f"cut.{ext}", skip=3)
     info = probe(src)
     assert "could not be decoded: the clip starts between keyframes" in info.notes[0]
@@ -115,7 +116,8 @@ def test_clips_cut_short_are_still_refused(tmp_path: Path) -> None:  # G7: the c
     src = clip(tmp_path / "whole.mkv", 30)
     data = src.read_bytes()
     (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="half.mkv: (truncated or damaged|not a readable video|its video stream holds no frames)"):
+    with pytest.raises(ValueError, match=r"half.mkv: (truncated or damaged|not a readable video|its video "
+                                         r"stream holds no frames)"):
         probe(tmp_path / "half.mkv")
 
 
@@ -179,7 +181,8 @@ def test_clips_too_wide_for_h264_are_refused_before_any_work(tmp_path: Path, cap
     monkeypatch.setattr(run_mod, "run", lambda *a, **k: pytest.fail("dehazing started"))
     wide = clip(tmp_path / "wide.mkv", 2, w=17000, h=16, codec="ffv1", pix="yuv444p")
     assert dehaze_cli(wide, "-o", tmp_path / "out") == 1
-    assert "wide.mkv: the dehazed clip would be 17000×16, and H.264 holds at most 16384" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wide.mkv: the dehazed clip would be 17000×16, and H.264 holds at most 16384" in err
     half = clip(tmp_path / "half.mkv", 2, w=8200, h=16, codec="ffv1", pix="yuv444p")
     with pytest.raises(ValueError, match=r"16400×16 \(side_by_side doubles the width\)"):
         nc.dehaze_video(half, tmp_path / "half_sbs.mkv", method="dcp", side_by_side=True)
@@ -249,7 +252,7 @@ def test_fuzz_corrupted_clips_give_frames_or_a_named_error_in_bounded_time(tmp_p
         def work(p: Path = path, box: dict = box) -> None:
             try:
                 box["outcome"] = _read_everything(p)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            except BaseException as exc:  # handed to the test thread
                 box["error"] = exc
 
         t0 = time.monotonic()

@@ -225,7 +225,8 @@ def _image_only_options(opts: BatchOptions) -> list[str]:
               if given]
     if not unused:
         return []
-    return [f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to clips: they are read as "
+    verb = "does" if len(unused) == 1 else "do"
+    return [f"{', '.join(unused)} {verb} not apply to clips: they are read as "
             "8-bit RGB and written as 8-bit H.264 (--crf sets their quality)"]
 
 

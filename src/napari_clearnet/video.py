@@ -30,20 +30,13 @@ from typing import Any
 import numpy as np
 
 from .video_probe import VIDEO_SUFFIXES, ClipInfo, container_comment, is_video, open_container, probe
+from .video_repair import DAMAGED, VideoWarning, _Damage
 
-__all__ = ["DAMAGED", "VIDEO_SUFFIXES", "ClipInfo", "VideoReader", "VideoWarning", "container_comment", "is_video",
-           "lazy", "probe", "read_video"]
+__all__ = ["DAMAGED", "VIDEO_SUFFIXES", "ClipInfo", "VideoReader", "VideoWarning", "container_comment",
+           "is_video", "lazy", "probe", "read_video"]
 
 #: bytes of decoded frames a reader keeps (at least a batch of the engine, for side-by-side)
 CACHE_BYTES = 256 * 2**20
-#: what a reader does with a frame that cannot be decoded: show the one before it, or stop
-DAMAGED = ("repeat", "stop")
-
-
-class VideoWarning(UserWarning):
-    """A clip was read with frames repeated or scaled (damaged packets, a size change)."""
-
-
 def _error(path: Path, why: Any) -> ValueError:
     return ValueError(f"cannot read {path}: {why}")
 
@@ -75,66 +68,6 @@ _END = object()
 
 class _Restart(Exception):
     """A seek landed where the frames cannot be named, or past the frame asked for."""
-
-
-def _spans(indices: list[int], most: int = 5) -> str:
-    """``[3, 4, 5, 9]`` as "3–5, 9" (the first ``most`` runs)."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    text = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs[:most])
-    return text + (", …" if len(runs) > most else "")
-
-
-class _Damage:
-    """What a reader had to repair: frames shown as the one before them (the decoder rejected
-    their data) and frames scaled to the clip's size. ``mode`` "stop" refuses instead, by name."""
-
-    def __init__(self, info: ClipInfo, mode: str, warn: bool) -> None:
-        self.info, self.mode, self.warn = info, mode, warn
-        self.repeated: set[int] = set()
-        self.scaled: dict[int, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-        self._warned: set[str] = set()
-
-    def repeat(self, i: int) -> None:
-        if self.mode == "stop":
-            raise _error(self.info.path, f"frame {i} of {self.info.n_frames} cannot be decoded (damaged data); "
-                                         "damaged='repeat' (--damaged-frames repeat) shows the frame before it")
-        with self._lock:
-            self.repeated.add(i)
-        self._tell("repeat", f"frame {i} cannot be decoded (damaged data): the frame before it is shown")
-
-    def scale(self, i: int, w: int, h: int) -> None:
-        info = self.info
-        if self.mode == "stop":
-            raise _error(info.path, f"frame {i} is {w}×{h}, the clip is {info.width}×{info.height} (its stream "
-                                    "changed size); damaged='repeat' (--damaged-frames repeat) scales it")
-        with self._lock:
-            self.scaled[i] = (w, h)
-        self._tell("scale", f"frame {i} is {w}×{h}: scaled to the clip's {info.width}×{info.height}")
-
-    def _tell(self, kind: str, text: str) -> None:
-        if self.warn and kind not in self._warned:
-            self._warned.add(kind)
-            warnings.warn(f"{self.info.path}: {text} (later ones are counted in VideoReader.notes)",
-                          VideoWarning, stacklevel=4)
-
-    def notes(self) -> list[str]:
-        n = self.info.n_frames
-        out = []
-        with self._lock:
-            if self.repeated:
-                out.append(f"{len(self.repeated)} of {n} frames could not be decoded (damaged data: frame "
-                           f"{_spans(list(self.repeated))}); each shows the frame before it")
-            if self.scaled:
-                sizes = sorted({f"{w}×{h}" for w, h in self.scaled.values()})
-                out.append(f"{len(self.scaled)} frames ({_spans(list(self.scaled))}) are {', '.join(sizes)}: "
-                           f"scaled to the clip's {self.info.width}×{self.info.height} (the stream changed size)")
-        return out
 
 
 class _Cursor:
@@ -178,8 +111,9 @@ class _Cursor:
         for j, frame in self._frames(point):
             if j < expected:
                 continue  # a picture before the keyframe we sought to (an open GOP), or a repeat
-            if prev is None and point is not None and (j > start or (frame.width, frame.height) != self._native):
-                raise _Restart  # past the frame, or a size the decoder may read otherwise after a seek
+            odd_size = (frame.width, frame.height) != self._native  # read otherwise after a seek
+            if prev is None and point is not None and (j > start or odd_size):
+                raise _Restart
             rgb = self._rgb(j, frame)
             if rgb is None:
                 continue

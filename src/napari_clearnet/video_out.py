@@ -51,8 +51,9 @@ def check_encodable(source: str | os.PathLike, width: int, height: int, side_by_
     after the dehazing with "Generic error in an external library")."""
     if max(width, height) > H264_MAX_SIDE:
         twice = f" ({option('side_by_side')} doubles the width)" if side_by_side else ""
-        raise ValueError(f"cannot dehaze {source}: the dehazed clip would be {width}×{height}{twice}, and H.264 "
-                         f"holds at most {H264_MAX_SIDE} pixels per side; crop or scale the clip first")
+        raise ValueError(f"cannot dehaze {source}: the dehazed clip would be {width}×{height}{twice}, "
+                         f"and H.264 holds at most {H264_MAX_SIDE} pixels per side; crop or scale the clip "
+                         "first")
 
 
 def output_suffix(source: str | os.PathLike) -> str:

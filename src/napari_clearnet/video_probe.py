@@ -281,8 +281,8 @@ def _check_complete(path: Path, c: Any, v: Any, held: int, stamps: np.ndarray | 
             said = f"{long:.2f} s"
     if said:
         raise _error(path, f"truncated or damaged: its header declares {said} but the file holds {held} "
-                           f"frames, up to {end or 0:.2f} s; a recorder that stopped early or a copy cut short "
-                           "(ffmpeg -i IN -c copy OUT.mkv keeps what is there)")
+                           f"frames, up to {end or 0:.2f} s; a recorder that stopped early or a copy cut "
+                           "short (ffmpeg -i IN -c copy OUT.mkv keeps what is there)")
 
 
 def _declared_end(stream: Any, tb: Fraction) -> float | None:
