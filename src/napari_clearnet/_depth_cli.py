@@ -44,7 +44,8 @@ def _point(text: str) -> tuple[float, float, float, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", metavar="IMAGE", help="one image file (or one frame of a stack, with --frame)")
+    p.add_argument("image", metavar="IMAGE",
+                   help="one image file (or one frame of a stack or a video clip, with --frame)")
     p.add_argument("--point", dest="points", action="append", type=_point, default=[],
                    metavar="X,Y,METRES[,LABEL]",
                    help="a pixel (column X, row Y) whose distance from the camera is known; repeat for "
@@ -53,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_output_and_method_arguments(p)
     p.add_argument("--frame", type=int, default=None, metavar="I",
-                   help="which frame of a multi-frame file (animation, multi-page TIFF) to read")
+                   help="which frame of a multi-frame file (animation, multi-page TIFF, video clip) to read")
     p.add_argument("--png", action="store_true",
                    help="also write <stem>_optical_depth.png (16-bit, to look at)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -83,6 +84,24 @@ def _frame(arr: np.ndarray, index: int | None, path: Path) -> np.ndarray:
     return frames(arr, layout)[index]
 
 
+def _read(path: Path, index: int | None) -> np.ndarray:
+    """Frame ``index`` of an image, a stack or a clip (clips are decoded up to that frame only)."""
+    from .video import VideoReader, is_video
+
+    if not is_video(path):
+        return _frame(io.load_image(path).array, index, path)
+    with VideoReader(path, warn=False) as clip:
+        n = len(clip)
+        if index is None and n > 1:
+            raise ValueError(f"{path} is a clip of {n} frames; choose one with --frame I (0 to {n - 1})")
+        if index is not None and not 0 <= index < n:
+            raise ValueError(f"--frame {index} is out of range: {path} holds {n} frames (0 to {n - 1})")
+        arr = np.array(clip.frame(index or 0))
+        for note in clip.notes:
+            print(f"clearnet depth: note: {path.name}: {note}", file=sys.stderr)
+        return arr
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     path, out = Path(args.image), Path(args.output)
     targets = _outputs(path, out, len(args.points), args.png)
@@ -91,8 +110,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         if taken and not args.overwrite:
             raise ValueError(f"outputs exist: {', '.join(taken)}; pass --overwrite to replace them")
         points = depth.as_points(args.points)
-        src = io.load_image(path)
-        arr = _frame(src.array, args.frame, path)
+        arr = _read(path, args.frame)
         dehazer = resolve_dehazer(args.method, args.model, args.device)
         hd = drive(depth.estimate(dehazer, arr))
         fit = hd.fit(points) if points else None

@@ -95,7 +95,8 @@ class BatchReport:
             self.fatal = outcome.message
             say(f"error: {outcome.message}")
         else:
-            msg = outcome.message.replace(f"cannot read {plan.source}: ", "")
+            msg = outcome.message.replace(f"cannot read {plan.source}: ", "").replace(
+                f"cannot dehaze {plan.source}: ", "")
             self.failed.append((str(plan.source), msg))
             say(f"error: {plan.source}: {msg}")
 
@@ -205,12 +206,28 @@ def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarF
             plan.source, image, model=dehazer, overwrite=opts.overwrite, temporal_smoothing=smoothing,
             side_by_side=opts.side_by_side, encoding=Encoding(opts.crf, opts.preset), transmission=trans,
             source_fingerprint=fp, progress=bar, sky_protection=opts.sky_protection, strength=opts.strength,
+            damaged=opts.damaged_frames,
         )
         notes.extend(result.provenance.get("notes", []))
+        notes.extend(_image_only_options(opts))
         written += [p for p in (trans, image) if p is not None]
         if plan.airlight is not None and wanted(plan.airlight):
             written.insert(0, _write_airlight(plan, fp, result, opts))
     return written
+
+
+def _image_only_options(opts: BatchOptions) -> list[str]:
+    """Options given that do not apply to clips (always 8-bit RGB H.264), named in a note."""
+    unused = [flag for flag, given in ((option("bit_depth"), opts.bit_depth not in ("same", "8")),
+                                       (option("quality"), opts.quality is not None),
+                                       (option("value_range"), opts.value_range is not None),
+                                       (option("channel_axis"), opts.channel_axis not in ("auto", None)))
+              if given]
+    if not unused:
+        return []
+    verb = "does" if len(unused) == 1 else "do"
+    return [f"{', '.join(unused)} {verb} not apply to clips: they are read as "
+            "8-bit RGB and written as 8-bit H.264 (--crf sets their quality)"]
 
 
 @contextlib.contextmanager

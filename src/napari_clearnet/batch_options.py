@@ -56,9 +56,12 @@ class BatchOptions:
     #: H.264 quality of clips (0-51, lower is better) and x264 preset
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
+    #: a clip's frame that cannot be decoded: "repeat" the one before it (counted), or "stop"
+    damaged_frames: str = "repeat"
 
     def __post_init__(self) -> None:
         _one_of("method", self.method, METHODS)
+        _one_of("damaged_frames", self.damaged_frames, ("repeat", "stop"))
         try:
             Encoding(self.crf, self.preset)
             if self.temporal_smoothing is not None:

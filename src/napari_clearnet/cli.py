@@ -134,6 +134,9 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, metavar="NAME",
                    help=f"x264 speed/size preset of video outputs (default {DEFAULT_PRESET}): "
                         + ", ".join(PRESETS))
+    p.add_argument("--damaged-frames", choices=("repeat", "stop"), default="repeat",
+                   help="a clip's frame that cannot be decoded (a damaged packet): repeat the frame "
+                        "before it and go on, with a note counting them (default), or stop that clip")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--cluster", metavar="ADDRESS", default=None,
                        help="spread the inputs over the Dask cluster whose scheduler is at ADDRESS "
@@ -166,7 +169,7 @@ def _run_dehaze(args: argparse.Namespace) -> int:
                 save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
                 channel_axis=args.channel_axis, value_range=args.value_range, strength=args.strength,
                 temporal_smoothing=args.temporal_smoothing, side_by_side=args.side_by_side, crf=args.crf,
-                preset=args.preset,
+                preset=args.preset, damaged_frames=args.damaged_frames,
             )
             progress = False if args.no_progress else None  # None: a bar on a terminal only
             if args.cluster is None and args.workers is None:

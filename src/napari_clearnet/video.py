@@ -1,11 +1,16 @@
 """Video files in: a clip as a lazy stack of RGB frames, decoded on demand (PyAV, its own FFmpeg).
 
 A 2-hour recording never sits in memory: :func:`read_video` gives a dask array whose frames are
-decoded when indexed. :func:`probe` reads a clip once without decoding (its packets only) to learn
-how many frames it holds, where its keyframes are and whether it is complete, so any frame can be
-found exactly: :class:`VideoReader` seeks to the keyframe before a frame and decodes forward, keeps
-a small cache, and goes on decoding (without seeking) when frames are asked for in order; with
-``readahead`` a thread of its own decodes the next frames into a bounded queue meanwhile.
+decoded when indexed. :func:`~napari_clearnet.video_probe.probe` reads a clip once without
+decoding (its packets only) and numbers them; :class:`VideoReader` seeks to the keyframe before a
+frame and decodes forward, and every decoded frame carries the number of the packet it came from
+through the decoder, so it is the frame asked for, never a neighbour (B-frames, open GOPs, AVI,
+equal timestamps). A small cache is kept, and frames asked for in order are decoded without
+seeking; with ``readahead`` a thread of its own decodes the next frames into a bounded queue.
+
+A frame the decoder rejects (a damaged packet) is shown as the frame before it (``damaged=
+"repeat"``, counted and named in :attr:`VideoReader.notes`) or stops the reader by name
+(``damaged="stop"``); a frame of another size than the clip's is scaled to it the same way.
 Frames are shown as a player shows them: the stream's rotation is applied, and untagged HD video
 is read with BT.709 colours. Any decoder failure is a ``ValueError`` naming the file.
 """
@@ -16,161 +21,36 @@ import contextlib
 import os
 import queue
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["VIDEO_SUFFIXES", "ClipInfo", "VideoReader", "is_video", "lazy", "probe", "read_video"]
+from .video_probe import VIDEO_SUFFIXES, ClipInfo, container_comment, is_video, open_container, probe
+from .video_repair import DAMAGED, VideoWarning, _Damage
 
-#: files read as video (what cameras, phones, CCTV exports and editors write)
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
-                  ".m2ts", ".wmv", ".3gp", ".flv")
+__all__ = ["DAMAGED", "VIDEO_SUFFIXES", "ClipInfo", "VideoReader", "VideoWarning", "container_comment",
+           "is_video", "lazy", "probe", "read_video"]
+
 #: bytes of decoded frames a reader keeps (at least a batch of the engine, for side-by-side)
 CACHE_BYTES = 256 * 2**20
-#: a clip's declared length may exceed what its packets hold by this share before it is "truncated"
-_LENGTH_SLACK = 0.02
-
-
-def is_video(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
 def _error(path: Path, why: Any) -> ValueError:
     return ValueError(f"cannot read {path}: {why}")
 
 
-@dataclass(frozen=True)
-class ClipInfo:
-    """What :func:`probe` learnt about a clip. ``timestamps`` are the frames' presentation times
-    in ``time_base`` in display order (None where the container keeps none, as AVI: frames are
-    then counted); ``seek_points`` are (frame index, timestamp to seek to) of every keyframe."""
-
-    path: Path
-    n_frames: int
-    height: int
-    width: int
-    rate: Fraction
-    time_base: Fraction
-    timestamps: np.ndarray | None
-    seek_points: tuple[tuple[int, int], ...]
-    rotation: int
-    codec: str
-    audio_streams: int
-    bit_rate: int | None
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (self.n_frames, self.height, self.width, 3)
-
-    def describe(self) -> dict[str, Any]:
-        """Plain values for layer metadata and reports."""
-        return {"path": str(self.path), "frames": self.n_frames, "width": self.width, "height": self.height,
-                "fps": float(self.rate), "codec": self.codec, "audio_streams": self.audio_streams,
-                "rotation": self.rotation}
+_open = open_container
 
 
-def _open(path: Path) -> Any:
-    import av
-
-    try:
-        return av.open(str(path), "r")
-    except av.FFmpegError as exc:
-        raise _error(path, f"not a readable video ({exc.strerror or exc}); a truncated file whose index is "
-                           "missing reads like this") from None
-
-
-def probe(path: str | os.PathLike) -> ClipInfo:
-    """Read a clip's packets once (nothing is decoded): frame count, keyframes, timestamps. A clip
-    that holds fewer frames than its header declares (a copy cut short) is refused by name."""
-    from .io import _check_regular_file, check_size
-
-    path = Path(path)
-    _check_regular_file(path)
-    import av
-
-    with _open(path) as c:
-        if not c.streams.video:
-            raise _error(path, "it holds no video stream")
-        v = c.streams.video[0]
-        ctx = v.codec_context
-        check_size(1, ctx.height or 1, ctx.width or 1, 3, 1)
-        if not ctx.width or not ctx.height:
-            raise _error(path, "its video stream declares no frame size")
-        counted = c.format.name == "avi"  # AVI keeps decode times only: frames are counted
-        pts, seek, n = [], [], 0
-        try:
-            for p in c.demux(v):
-                if not p.size or p.is_discard:
-                    continue
-                stamp = p.dts if counted else p.pts
-                if stamp is None and not counted:
-                    counted = True  # a packet without a time: count frames instead
-                if p.is_keyframe and stamp is not None:
-                    seek.append((n, stamp))
-                pts.append(stamp)
-                n += 1
-        except av.FFmpegError as exc:
-            raise _error(path, f"damaged after {n} frames ({exc.strerror or exc})") from None
-        if n == 0:
-            raise _error(path, "its video stream holds no frames")
-        declared = v.frames or 0
-        tb = v.time_base or Fraction(1, 1000)
-        rate = Fraction(v.average_rate or v.guessed_rate or 25)
-        held = None if counted else float((max(pts) - min(pts)) * tb + 1 / rate)
-        long = _declared_seconds(v, tb)
-        if declared > n * (1 + _LENGTH_SLACK) + 1 or (
-                held is not None and long is not None and long > held * (1 + _LENGTH_SLACK) + 2 / rate):
-            said = f"{declared} frames" if declared > n else f"{long:.2f} s"
-            raise _error(path, f"truncated or damaged: its header declares {said} but the file holds "
-                               f"{n} frames; a recorder that stopped early or a copy cut short (ffmpeg -i "
-                               "IN -c copy OUT.mkv keeps what is there)")
-        stamps = None
-        if not counted:
-            stamps = np.asarray(sorted(pts), np.int64)
-            order = {int(s): i for i, s in enumerate(stamps)}
-            seek = [(order[int(s)], int(s)) for _, s in seek]
-        rotation = _rotation(c)
-        h, w = (ctx.width, ctx.height) if rotation % 180 else (ctx.height, ctx.width)
-        return ClipInfo(path, n, h, w, rate, Fraction(tb), stamps, tuple(sorted(seek)) or ((0, 0),),
-                        rotation, ctx.name, len(c.streams.audio), ctx.bit_rate or None)
-
-
-def _declared_seconds(stream: Any, tb: Fraction) -> float | None:
-    """How long the video stream says it is: its duration, or Matroska's DURATION tag."""
-    if stream.duration:
-        return float(stream.duration * tb)
-    tag = (stream.metadata or {}).get("DURATION")
-    try:
-        h, m, sec = tag.split(":")
-        return int(h) * 3600 + int(m) * 60 + float(sec)
-    except (AttributeError, ValueError):
-        return None
-
-
-def _rotation(c: Any) -> int:
-    """Degrees counterclockwise a player turns the frames (the stream's display matrix), 0-270:
-    PyAV gives it with each decoded frame, so the first one is decoded."""
-    import av
-
-    try:
-        c.seek(0)
-        for frame in c.decode(video=0):
-            return round((frame.rotation or 0) / 90) % 4 * 90
-    except av.FFmpegError:
-        pass  # the first frame is damaged: decoding says so, by frame
-    return 0
-
-
-def frame_rgb(frame: Any, rotation: int | None = None, reformatter: Any = None) -> np.ndarray:
+def frame_rgb(frame: Any, rotation: int | None = None, reformatter: Any = None,
+              size: tuple[int, int] | None = None) -> np.ndarray:
     """A decoded frame as (H, W, 3) uint8 RGB, as a player shows it: untagged HD is BT.709 (PyAV
     would take BT.601), the rotation is applied (``None``: the frame's own). A ``reformatter``
-    kept by the caller (one per thread) reuses its conversion tables: 4× faster at 1080p."""
-    kw = {}
+    kept by the caller (one per thread) reuses its conversion tables: 4× faster at 1080p.
+    ``size`` (width, height before rotation) scales the frame to it."""
+    kw: dict[str, Any] = {} if size is None else {"width": size[0], "height": size[1]}
     if frame.colorspace in (0, 2):  # RGB/unspecified: players read HD as BT.709, SD as BT.601
         kw["src_colorspace"] = "ITU709" if frame.height >= 720 else "ITU601"
     if reformatter is None:
@@ -186,17 +66,26 @@ def frame_rgb(frame: Any, rotation: int | None = None, reformatter: Any = None) 
 _END = object()
 
 
+class _Restart(Exception):
+    """A seek landed where the frames cannot be named, or past the frame asked for."""
+
+
 class _Cursor:
     """Decodes a clip in order from frame ``start`` (after a seek to the keyframe before it); with
-    ``readahead`` > 0 a thread decodes up to that many frames ahead into a bounded queue."""
+    ``readahead`` > 0 a thread decodes up to that many frames ahead into a bounded queue. Every
+    index from ``start`` on is given once, in order: a frame the decoder does not give is repeated
+    from the one before it (:class:`_Damage`)."""
 
-    def __init__(self, info: ClipInfo, start: int, readahead: int) -> None:
+    def __init__(self, info: ClipInfo, start: int, readahead: int, damage: _Damage) -> None:
         self.info = info
         self.next = start
+        self._damage = damage
         self._stop = threading.Event()
         from av.video.reformatter import VideoReformatter
 
         self._reformatter = VideoReformatter()  # used by the one thread that decodes
+        native = (info.width, info.height) if info.rotation % 180 == 0 else (info.height, info.width)
+        self._native = native
         self._gen = self._decode(start)
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
@@ -206,43 +95,116 @@ class _Cursor:
             self._thread.start()
 
     def _decode(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
-        k, stamp = max((p for p in self.info.seek_points if p[0] <= start), default=(0, 0))
-        for j, frame in self._frames(k, stamp):
-            if j > start and k > 0:  # the seek landed past the frame (odd streams): from the start
-                yield from self._decode(0) if start == 0 else self._from_start(start)
+        point = max((p for p in self.info.seek_points if p[0] <= start), default=(0, 0))
+        if point[0] > 0:
+            try:
+                yield from self._fill(start, point)
                 return
-            if j >= start:
-                yield j, frame_rgb(frame, self.info.rotation, self._reformatter)
+            except _Restart:
+                pass  # _fill raises it before it gives any frame
+        yield from self._fill(start, None)
 
-    def _from_start(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
-        for j, frame in self._frames(0, 0):
+    def _fill(self, start: int, point: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``start``… decoded from ``point`` (a keyframe; None: the start), gaps repeated."""
+        expected = point[0] if point else 0
+        prev: np.ndarray | None = None
+        for j, frame in self._frames(point):
+            if j < expected:
+                continue  # a picture before the keyframe we sought to (an open GOP), or a repeat
+            odd_size = (frame.width, frame.height) != self._native  # read otherwise after a seek
+            if prev is None and point is not None and (j > start or odd_size):
+                raise _Restart
+            rgb = self._rgb(j, frame)
+            if rgb is None:
+                continue
+            while expected < j:
+                if expected >= start:
+                    self._damage.repeat(expected)
+                    yield expected, prev if prev is not None else rgb
+                expected += 1
             if j >= start:
-                yield j, frame_rgb(frame, self.info.rotation, self._reformatter)
+                yield j, rgb
+            prev, expected = rgb, j + 1
+        if prev is None:
+            raise _error(self.info.path, f"no frame from frame {expected} on can be decoded (damaged data)")
+        while expected < self.info.n_frames:
+            if expected >= start:
+                self._damage.repeat(expected)
+                yield expected, prev
+            expected += 1
 
-    def _frames(self, k: int, stamp: int) -> Iterator[tuple[int, Any]]:
-        """(index, decoded frame) from keyframe ``k`` on; indices come from the timestamps where the
-        container keeps them, else by counting."""
+    def _rgb(self, j: int, frame: Any) -> np.ndarray | None:
+        """The frame as RGB at the clip's size (scaled, and named, where the stream changed it)."""
+        import av
+
+        size = None
+        if (frame.width, frame.height) != self._native:
+            self._damage.scale(j, frame.width, frame.height)
+            size = self._native
+        try:
+            return frame_rgb(frame, self.info.rotation, self._reformatter, size)
+        except (av.FFmpegError, ValueError):
+            return None  # a frame that cannot be converted counts as damaged
+
+    def _frames(self, point: tuple[int, int] | None) -> Iterator[tuple[int, Any]]:
+        """(index, decoded frame) from keyframe ``point`` on. A frame's index comes from the number
+        of its packet, handed through the decoder (``opaque``); packets are numbered by their byte
+        position, so a seek that lands elsewhere than asked is still read right."""
         import av
 
         info = self.info
         with _open(info.path) as c:
-            v = c.streams.video[0]
+            v = c.streams[info.stream_index] if info.stream_index is not None else c.streams.video[0]
             v.thread_type = "AUTO"
-            if k > 0:
-                c.seek(stamp, stream=v, backward=True)
-            i = k
+            ctx = v.codec_context
+            ctx.copy_opaque = True
+            number: int | None = -1
+            if point is not None:
+                c.seek(point[1], stream=v, backward=True)
+                number = None
+            counted = 0
             try:
                 for packet in c.demux(v):
-                    for frame in packet.decode():
-                        if self._stop.is_set():
-                            return
-                        if info.timestamps is not None and frame.pts is not None:
-                            j = int(np.searchsorted(info.timestamps, frame.pts))
-                            i = j if j < info.n_frames and info.timestamps[j] == frame.pts else i
-                        yield i, frame
-                        i += 1
+                    if self._stop.is_set():
+                        return
+                    if not packet.size or packet.is_discard:
+                        continue
+                    k = info.packet_number(packet.pos)
+                    if k is None and number is None:
+                        raise _Restart  # cannot tell where the seek landed
+                    number = k if k is not None else number + 1  # type: ignore[operator]
+                    packet.opaque = (number,)  # a new object: PyAV keys opaque values by id()
+                    for frame in self._send(ctx, packet):
+                        j = self._index(frame, counted)
+                        counted += 1
+                        if j is not None:
+                            yield j, frame
+                for frame in self._send(ctx, None):
+                    j = self._index(frame, counted)
+                    counted += 1
+                    if j is not None:
+                        yield j, frame
             except av.FFmpegError as exc:
-                raise _error(info.path, f"damaged at frame {i} ({exc.strerror or exc})") from None
+                raise _error(info.path, f"damaged after frame {counted} ({exc.strerror or exc})") from None
+
+    def _send(self, ctx: Any, packet: Any) -> list[Any]:
+        """Decode one packet; data the decoder rejects gives no frame (the gap is filled)."""
+        import av
+
+        try:
+            return list(ctx.decode(packet))
+        except av.FFmpegError:
+            return []
+
+    def _index(self, frame: Any, counted: int) -> int | None:
+        order = self.info.order
+        if order is None:
+            return counted
+        k = frame.opaque
+        k = k[0] if isinstance(k, tuple) and k else None
+        if isinstance(k, int) and 0 <= k < len(order):
+            return int(order[k]) if order[k] >= 0 else None
+        return None
 
     def _produce(self) -> None:
         last: Any = _END
@@ -287,14 +249,21 @@ class _Cursor:
 
 class VideoReader:
     """A clip as an array-like (T, H, W, 3) uint8 for dask and numpy-style indexing; frames are
-    decoded on demand. Thread-safe; pickles by path (for dask's worker processes)."""
+    decoded on demand. ``damaged``: "repeat" shows a frame that cannot be decoded as the one
+    before it (counted in :attr:`notes`; a :class:`VideoWarning` the first time when ``warn``),
+    "stop" raises a ``ValueError`` naming it. Thread-safe; pickles by path (for dask's workers)."""
 
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, path: str | os.PathLike, *, readahead: int = 0, info: ClipInfo | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, readahead: int = 0, info: ClipInfo | None = None,
+                 damaged: str = "repeat", warn: bool = True) -> None:
+        if damaged not in DAMAGED:
+            raise ValueError(f"damaged must be one of {', '.join(DAMAGED)}, got {damaged!r}")
         self.info = info or probe(path)
         self.readahead = int(readahead)
+        self.damaged, self.warn = damaged, warn
+        self._damage = _Damage(self.info, damaged, warn)
         frame_bytes = self.info.height * self.info.width * 3
         self.cache_frames = max(2, min(64, CACHE_BYTES // frame_bytes))
         self._lock = threading.RLock()
@@ -305,14 +274,20 @@ class VideoReader:
     def shape(self) -> tuple[int, int, int, int]:
         return self.info.shape
 
+    @property
+    def notes(self) -> list[str]:
+        """What a reader of this clip should know: what is left out, and what was repaired."""
+        return [*self.info.notes, *self._damage.notes()]
+
     def __len__(self) -> int:
         return self.info.n_frames
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"info": self.info, "readahead": self.readahead}
+        return {"info": self.info, "readahead": self.readahead, "damaged": self.damaged, "warn": self.warn}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["info"].path, readahead=state["readahead"], info=state["info"])
+        self.__init__(state["info"].path, readahead=state["readahead"], info=state["info"],  # type: ignore[misc]
+                      damaged=state.get("damaged", "repeat"), warn=state.get("warn", True))
 
     def __enter__(self) -> VideoReader:
         return self
@@ -342,7 +317,7 @@ class VideoReader:
             if cur is None or cur.next > i or key > cur.next:  # behind us, or a keyframe is nearer
                 if cur is not None:
                     cur.close()
-                cur = self._cursor = _Cursor(self.info, i, self.readahead)
+                cur = self._cursor = _Cursor(self.info, i, self.readahead, self._damage)
             while True:
                 j, arr = cur.take()
                 arr.flags.writeable = False
@@ -373,17 +348,6 @@ class VideoReader:
         return self[:] if dtype is None else self[:].astype(dtype)
 
 
-def container_comment(path: str | os.PathLike) -> str | None:
-    """The comment a clip's container records (where our outputs keep their input's fingerprint)."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            return c.metadata.get("comment") or c.metadata.get("COMMENT")
-    except (av.FFmpegError, OSError, ValueError):
-        return None
-
-
 def lazy(reader: VideoReader) -> Any:
     """A reader as a dask array, one chunk per frame (what the run loop reads frame by frame)."""
     import dask.array as da
@@ -396,8 +360,13 @@ def lazy(reader: VideoReader) -> Any:
                          asarray=True, meta=np.empty((0, 0, 0, 0), np.uint8))
 
 
-def read_video(path: str | os.PathLike, *, readahead: int = 0) -> Any:
+def read_video(path: str | os.PathLike, *, readahead: int = 0, damaged: str = "repeat") -> Any:
     """A clip as a lazy dask array (T, H, W, 3) uint8, one chunk per frame, decoded when computed
     (the napari reader and the API; ``nc.dehaze`` reads it frame by frame). ``readahead`` frames
-    are decoded ahead in a thread when frames are read in order."""
-    return lazy(VideoReader(path, readahead=readahead))
+    are decoded ahead in a thread when frames are read in order. What the frames leave out of the
+    file (alpha, bits beyond 8, other streams) and frames that had to be repaired (``damaged``:
+    see :class:`VideoReader`) are told as a :class:`VideoWarning`."""
+    reader = VideoReader(path, readahead=readahead, damaged=damaged)
+    for note in reader.info.notes:
+        warnings.warn(f"{reader.info.path}: {note}", VideoWarning, stacklevel=2)
+    return lazy(reader)

@@ -42,6 +42,18 @@ DEFAULT_TEMPORAL_SMOOTHING = 0.8
 SAME_CONTAINER = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 #: frames each of the decoder's and the encoder's queues holds
 QUEUE_FRAMES = 8
+#: the widest and tallest frame x264 encodes (it refuses larger ones only when the encoder opens)
+H264_MAX_SIDE = 16384
+
+
+def check_encodable(source: str | os.PathLike, width: int, height: int, side_by_side: bool = False) -> None:
+    """Refuse, before any work, a clip whose dehazed frames H.264 cannot hold (x264 would fail
+    after the dehazing with "Generic error in an external library")."""
+    if max(width, height) > H264_MAX_SIDE:
+        twice = f" ({option('side_by_side')} doubles the width)" if side_by_side else ""
+        raise ValueError(f"cannot dehaze {source}: the dehazed clip would be {width}×{height}{twice}, "
+                         f"and H.264 holds at most {H264_MAX_SIDE} pixels per side; crop or scale the clip "
+                         "first")
 
 
 def output_suffix(source: str | os.PathLike) -> str:
@@ -98,10 +110,13 @@ class VideoWriter:
                  audio_from: str | os.PathLike | None = None) -> None:
         self.path, self.info = Path(path), info
         self.width = width or info.width
+        check_encodable(info.path, self.width, info.height)
         self.encoding = encoding or Encoding()
         self.comment, self.audio_from = comment, audio_from
         self.notes: list[str] = []
         self.frames = 0
+        self._last_stamp: int | None = None
+        self._bumped = False
         self._closed = False
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
         self._error: BaseException | None = None
@@ -155,6 +170,9 @@ class VideoWriter:
 
         try:
             with av.open(str(self.path), "w") as out:
+                for key, value in self.info.metadata.items():  # title, creation_time, …
+                    with contextlib.suppress(ValueError, TypeError):
+                        out.metadata[key] = value
                 if self.comment:
                     out.metadata["comment"] = self.comment
                 stream, tb = self._video_stream(out)
@@ -167,8 +185,7 @@ class VideoWriter:
                     i, parts = item
                     rgb = av.VideoFrame.from_numpy_buffer(_rgb8(parts), format="rgb24")  # no copy
                     frame = convert.reformat(rgb, format=stream.pix_fmt, dst_colorspace="ITU709")
-                    stamps = self.info.timestamps
-                    frame.pts = int(stamps[i]) if stamps is not None else i
+                    frame.pts = self._stamp(i)
                     frame.time_base = tb
                     audio.until(float(frame.pts * tb))
                     out.mux(stream.encode(frame))
@@ -179,6 +196,21 @@ class VideoWriter:
         except BaseException as exc:  # handed to the writing thread
             self._error = exc if not isinstance(exc, av.FFmpegError) else RuntimeError(
                 f"cannot write {self.path.name}: {exc.strerror or exc}")
+
+    def _stamp(self, i: int) -> int:
+        """Frame ``i``'s timestamp: the input's, one tick later where the input repeats one (a
+        2000 fps camera in Matroska's milliseconds), so the encoder gets increasing times."""
+        stamps = self.info.timestamps
+        stamp = int(stamps[i]) if stamps is not None else i
+        last = self._last_stamp
+        if last is not None and stamp <= last:
+            if not self._bumped:
+                self._bumped = True
+                self.notes.append("frames that share a timestamp (a camera faster than the container's "
+                                  "clock) are written one tick apart")
+            stamp = last + 1
+        self._last_stamp = stamp
+        return stamp
 
     def _next(self) -> Any:
         while True:
@@ -275,6 +307,7 @@ def dehaze_video(
     transmission: str | os.PathLike | None = None,
     source_fingerprint: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    damaged: str = "repeat",
     **options: Any,
 ) -> Any:
     """Dehaze the clip ``source`` into the video file ``target``, streamed frame by frame (any
@@ -287,7 +320,10 @@ def dehaze_video(
     width); ``encoding`` sets the H.264 quality; ``transmission`` also writes the transmission map
     as a grey clip; ``options`` go to the run loop (``sky_protection``, ``strength``, ``t0``, …).
     ``target`` is never replaced unless ``overwrite``, and appears only when complete (None:
-    write no dehazed clip, e.g. only the transmission).
+    write no dehazed clip, e.g. only the transmission). ``damaged``: "repeat" shows a frame that
+    cannot be decoded as the one before it, "stop" fails the clip (see
+    :class:`~napari_clearnet.video.VideoReader`); the result's ``provenance["notes"]`` says what
+    was repaired and what the output leaves out.
     """
     from .engine import Dehazer, cached_model
     from .files import atomic_path, tag_text
@@ -302,8 +338,9 @@ def dehaze_video(
     encoding = encoding or Encoding()
     comment = tag_text(source_fingerprint) if source_fingerprint else None
     with contextlib.ExitStack() as stack:
-        reader = stack.enter_context(VideoReader(source, readahead=QUEUE_FRAMES))
+        reader = stack.enter_context(VideoReader(source, readahead=QUEUE_FRAMES, damaged=damaged, warn=False))
         info = reader.info
+        check_encodable(source, info.width * (2 if side_by_side else 1), info.height, side_by_side)
         tmp = {role: stack.enter_context(atomic_path(p, overwrite))
                for role, p in (("image", target), ("transmission", transmission)) if p is not None}
         writers = {}
@@ -332,5 +369,5 @@ def dehaze_video(
             w.close()
             if w.frames != info.n_frames:
                 raise RuntimeError(f"{w.frames} of {info.n_frames} frames were written")
-        result.provenance["notes"] = [n for w in writers.values() for n in w.notes]
+        result.provenance["notes"] = [*reader.notes, *(n for w in writers.values() for n in w.notes)]
     return result
