@@ -48,7 +48,7 @@ def test_skip_existing_carries_on_silently(folder: Path, tmp_path: Path, capsys)
     capsys.readouterr()
     assert run_dcp(folder / "a.png", folder / "b.png", "-o", out, "--skip-existing") == 0
     err = capsys.readouterr().err
-    assert "exists" not in err and "1 inputs skipped" in err
+    assert "exists" not in err and "1 input skipped" in err
     assert (out / "a_dehazed.png").stat().st_mtime_ns == before
     assert (out / "b_dehazed.png").is_file()
 
@@ -108,7 +108,7 @@ def test_hostile_headers_and_a_zlib_bomb_do_not_stop_the_batch(tmp_path: Path) -
     assert "Traceback" not in p.stderr
     assert "error: in/a.png: image too large" in p.stderr
     assert "error: in/a16.png: image too large" in p.stderr
-    assert "1 files written to out, 2 inputs failed" in p.stderr
+    assert "1 file written to out, 2 inputs failed" in p.stderr
     assert [q.name for q in (tmp_path / "out").iterdir()] == ["b_dehazed.png"]
 
 
@@ -147,7 +147,7 @@ def test_finished_stack_with_transmission_counts_as_done(tmp_path: Path, capsys)
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["st_dehazed.tif", "st_transmission.tif"]
     capsys.readouterr()
     assert run_dcp(tmp_path / "st.tif", "-o", tmp_path / "out", "--save-transmission", "--skip-existing") == 0
-    assert "0 files written to" in (err := capsys.readouterr().err) and "1 inputs skipped" in err
+    assert "0 files written to" in (err := capsys.readouterr().err) and "1 input skipped" in err
 
 
 def test_animations_and_multi_series_tiffs_via_the_cli(tmp_path: Path) -> None:  # F12

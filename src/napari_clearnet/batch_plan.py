@@ -2,11 +2,13 @@
 
 :func:`collect_inputs` expands files, folders and globs (recursive globs never follow links to
 folders, so link loops cannot hang it; every file is taken once; in the output folder our own
-outputs are not taken as inputs). :func:`plan_outputs` gives every input its output names:
+outputs, recognised by the fingerprint they record, are never inputs; files a folder passes over are
+named). :func:`plan_outputs` gives every input its output names:
 every name (image, transmission, airlight) is checked against every other output and every input,
 case-insensitively; names that would collide are made unique from each input's own path, so
 adding inputs does not move the others' names. Options that make an input's outputs collide with
-each other or replace the input are refused up front.
+each other or replace the input are refused up front; an existing output that is an input under
+another name (a link) is that input's error.
 """
 
 from __future__ import annotations
@@ -24,18 +26,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._validate import option
-from .io import IMAGE_SUFFIXES
+from .files import read_tag
+from .io import IMAGE_SUFFIXES, READ_SUFFIXES
 from .video import VIDEO_SUFFIXES, is_video
 
 if TYPE_CHECKING:
     from .batch_options import BatchOptions
 
-__all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "plan_outputs"]
+__all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "looks_like_output", "plan_outputs"]
 
 TRANSMISSION = "_transmission"
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
-#: what a folder gives: its images and its clips
-INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+#: what a folder gives: the images and clips the readers read (one list each: io, video)
+INPUT_SUFFIXES = READ_SUFFIXES + VIDEO_SUFFIXES
 
 
 class BatchError(ValueError):
@@ -61,25 +64,29 @@ class Planned:
 # ---------------------------------------------------------------------------------- inputs
 def collect_inputs(
     inputs: Iterable[str | os.PathLike], exclude_dir: Path | None = None, suffix: str = ""
-) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
+) -> tuple[list[Path], list[tuple[str, str]], list[Path], list[Path]]:
     """Expand files, folders (their image and video files, not recursive) and globs into a sorted list.
 
-    Returns ``(files, problems, excluded)``: a problem is ``(input, message)`` for an input that
-    matched nothing or is not a regular file. In ``exclude_dir`` (the output folder) files found
-    through a folder or a glob whose names look like our outputs are left out (``excluded``), so a
-    rerun into the input folder does not dehaze its own results; files named explicitly are always
-    taken. Recursive globs (``**``) never follow links to folders, so link loops cannot hang it,
-    and every file is taken once however many paths lead to it.
+    Returns ``(files, problems, excluded, passed_over)``: a problem is ``(input, message)`` for an
+    input that matched nothing or is not a regular file. Files found through a folder or a glob
+    that are our own outputs are left out (``excluded``): anywhere, those that record the input
+    they were made from (:func:`files.read_tag`), whatever their name (an earlier run's other
+    ``suffix``); in ``exclude_dir`` (the output folder) also those whose names look like our
+    outputs. Files named explicitly are always taken. ``passed_over`` lists the files in the
+    folders that are neither images nor clips the readers take (:data:`INPUT_SUFFIXES`). Recursive
+    globs (``**``) never follow links to folders, so link loops cannot hang it, and every file is
+    taken once however many paths lead to it.
     """
     found: list[Path] = []
     problems: list[tuple[str, str]] = []
     excluded: list[Path] = []
+    passed: list[Path] = []
     for raw in inputs:
         text = os.fspath(raw)
         p = Path(text).expanduser()
         kind = _kind(p)
         if kind == "dir":
-            found.extend(_folder_images(p, exclude_dir, suffix, excluded))
+            found.extend(_folder_images(p, exclude_dir, suffix, excluded, passed))
         elif kind == "file":
             found.append(p)
         elif kind == "other":
@@ -90,12 +97,12 @@ def collect_inputs(
             for hit in _glob(os.path.expanduser(text)):
                 hk = _kind(hit)
                 if hk == "file" and not hit.name.startswith("."):
-                    if _looks_like_output(hit, exclude_dir, suffix):
+                    if _is_output(hit, exclude_dir, suffix):
                         excluded.append(hit)
                     else:
                         files.append(hit)
                 elif hk == "dir":
-                    files.extend(_folder_images(hit, exclude_dir, suffix, excluded))
+                    files.extend(_folder_images(hit, exclude_dir, suffix, excluded, passed))
             if not files and not excluded:
                 problems.append((text, "no files match this pattern"))
             found.extend(files)
@@ -104,7 +111,10 @@ def collect_inputs(
     unique: dict[Path, Path] = {}
     for f in found:
         unique.setdefault(f.resolve(), f)
-    return sorted(unique.values(), key=lambda q: str(q)), problems, sorted(set(excluded), key=str)
+    taken = set(unique)
+    passed = [f for f in passed if f.resolve() not in taken]
+    return (sorted(unique.values(), key=lambda q: str(q)), problems, sorted(set(excluded), key=str),
+            sorted(set(passed), key=str))
 
 
 def _kind(p: Path) -> str:
@@ -171,7 +181,7 @@ def _walk(base: Path, comps: list[str], anchored: bool) -> Iterator[Path]:
                 yield child(e.name)
 
 
-def _looks_like_output(f: Path, exclude_dir: Path | None, suffix: str) -> bool:
+def looks_like_output(f: Path, exclude_dir: Path | None, suffix: str) -> bool:
     """In the output folder, a name like ``<stem>_transmission.*`` or ``<stem><suffix>.*``."""
     if exclude_dir is None:
         return False
@@ -183,16 +193,27 @@ def _looks_like_output(f: Path, exclude_dir: Path | None, suffix: str) -> bool:
     return f.stem.endswith(TRANSMISSION) or bool(suffix and f.stem.endswith(suffix))
 
 
-def _folder_images(folder: Path, exclude_dir: Path | None, suffix: str, excluded: list[Path]) -> list[Path]:
-    out = []
+def _is_output(f: Path, exclude_dir: Path | None, suffix: str) -> bool:
+    """One of our outputs: it records the input it was made from (any name, any folder), or it is
+    named like one in the output folder (BMP and older outputs record nothing)."""
+    return looks_like_output(f, exclude_dir, suffix) or read_tag(f) is not None
+
+
+def _folder_images(folder: Path, exclude_dir: Path | None, suffix: str, excluded: list[Path],
+                   passed: list[Path]) -> list[Path]:
+    out: list[Path] = []
     try:
         listing = sorted(folder.iterdir())
     except OSError:
         return out
     for f in listing:
-        if f.name.startswith(".") or f.suffix.lower() not in INPUT_SUFFIXES or _kind(f) != "file":
+        if f.name.startswith(".") or _kind(f) != "file":
             continue
-        if _looks_like_output(f, exclude_dir, suffix):
+        if f.suffix.lower() not in INPUT_SUFFIXES:
+            if not (f.name.endswith("_airlight.json") and read_tag(f) is not None):  # ours: no news
+                passed.append(f)
+            continue
+        if _is_output(f, exclude_dir, suffix):
             excluded.append(f)
             continue
         out.append(f)
@@ -350,6 +371,7 @@ def plan_outputs(files: Sequence[Path], out_dir: Path, opts: BatchOptions) -> tu
         if f in unresolved and not plan.error:
             plan.error = "its output names clash with other inputs' even after renaming; rename the input"
         plans.append(plan)
+    _refuse_links_to_inputs(plans, files)
     if opts.bit_depth == "16":
         eight = [p for p in plans
                  if p.image.suffix.lower() not in SIXTEEN_BIT_SUFFIXES and not is_video(p.source)]
@@ -360,6 +382,28 @@ def plan_outputs(files: Sequence[Path], out_dir: Path, opts: BatchOptions) -> tu
                 f"{option('format', 'tif')}"
             )
     return plans, notes
+
+
+def _refuse_links_to_inputs(plans: list[Planned], files: Sequence[Path]) -> None:
+    """An existing output that is an input under another name (a hard link, a symbolic link, a link
+    to its folder) makes that plan's error: no output replaces an input, even with overwrite."""
+    inputs: dict[tuple[int, int], Path] = {}
+    for f in files:
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            inputs[(st.st_dev, st.st_ino)] = f
+    for plan in plans:
+        for out in plan.outputs() if not plan.error else ():
+            try:
+                st = out.stat()
+            except OSError:
+                continue
+            src = inputs.get((st.st_dev, st.st_ino))
+            if src is not None:
+                plan.error = (f"output {out} is the input {src} under another name (a link to it); an "
+                              f"output never replaces an input, even with {option('overwrite')}: remove "
+                              f"the link or choose another {option('out_dir')} folder")
+                break
 
 
 def _refuse_own_clash(own: list[tuple[tuple[int, int, str], Path, str]], path: Path) -> None:

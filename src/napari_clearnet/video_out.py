@@ -304,7 +304,7 @@ def dehaze_video(
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(VideoReader(source, readahead=QUEUE_FRAMES))
         info = reader.info
-        tmp = {role: stack.enter_context(atomic_path(p, overwrite))
+        tmp = {role: stack.enter_context(atomic_path(p, overwrite, (source,)))  # never the source
                for role, p in (("image", target), ("transmission", transmission)) if p is not None}
         writers = {}
         if "image" in tmp:
