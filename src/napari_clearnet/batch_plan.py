@@ -33,7 +33,8 @@ from .video import VIDEO_SUFFIXES, is_video
 if TYPE_CHECKING:
     from .batch_options import BatchOptions
 
-__all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "looks_like_output", "plan_outputs"]
+__all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "looks_like_output",
+           "plan_outputs"]
 
 TRANSMISSION = "_transmission"
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
