@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -202,8 +203,14 @@ def stop(client: Any, futures: list[Any], run_id: str, out: Path) -> None:
     removing their partial files), then remove what stopped workers left, within :data:`STOP_WAIT_S`."""
     with contextlib.suppress(Exception):
         client.cancel(futures)
-    with contextlib.suppress(Exception):
-        client.run(request_stop, run_id, wait=False)
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):
+            client.run(request_stop, run_id)  # (wait=False would drop it)
+
+    asking = threading.Thread(target=ask, daemon=True)  # a hung worker must not hang the stop
+    asking.start()
+    asking.join(STOP_WAIT_S / 2)
     deadline = time.monotonic() + STOP_WAIT_S
     while True:
         files.remove_stale_parts(out)  # those whose writer has stopped or died (unlocked)
