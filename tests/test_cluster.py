@@ -203,9 +203,27 @@ def test_relative_paths_reach_a_worker_started_in_another_folder(tmp_path, capsy
             with pytest.raises(ValueError, match="would replace the input"):  # and G4's class holds there
                 dehaze_files(["photo.png"], ".", client=client, method="dcp", suffix="", overwrite=True,
                              progress=False)
+            # G12: a model that loads here but not on a worker: one line naming the worker, no traceback
+            import napari_clearnet.cluster as cluster
+
+            monkeypatch.setattr(cluster, "check_model", lambda opts: None)
+            with pytest.raises(ValueError, match=r"cannot load the model on the Dask worker tcp://\S+: "
+                                                 r"WeightsError: .*missing\.safetensors"):
+                dehaze_files(["photo.png"], "out2", client=client,
+                             model=str(tmp_path / "missing.safetensors"), progress=False)
+            assert "Traceback" not in capsys.readouterr().err
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_worker_that_dies_is_one_line_for_its_input() -> None:
+    # G12's class: a worker killed on every try (KilledWorker) is said in one line, not Dask's repr
+    from napari_clearnet.cluster import _failure
+
+    killed = type("KilledWorker", (Exception,), {})("Attempted to run task 'clearnet-...' on 4 workers\n...")
+    assert _failure(killed).startswith("the worker processing it died (killed, out of memory")
+    assert "\n" not in _failure(RuntimeError("a\nb"))
 
 
 def test_stopping_a_workers_run_leaves_no_partial_clip(tmp_path: Path) -> None:
