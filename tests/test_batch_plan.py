@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from napari_clearnet import batch, batch_plan, files, io
+from napari_clearnet import batch, batch_inputs, batch_plan, files, io
 
 
 def test_recursive_glob_over_symlink_loops_finishes(tmp_path: Path) -> None:  # F3
@@ -44,10 +44,10 @@ def test_glob_walker_matches_glob_without_following_folder_links(tmp_path: Path)
     import glob as std
 
     pattern = str(tmp_path / "x" / "**" / "*.png")
-    ours = sorted(str(p) for p in batch_plan._glob(pattern))
+    ours = sorted(str(p) for p in batch_inputs._glob(pattern))
     theirs = sorted(p for p in std.glob(pattern, recursive=True) if "/link/" not in p)
     assert ours == theirs and len(ours) == 2
-    top = sorted(str(p) for p in batch_plan._glob(str(tmp_path / "x" / "*.png")))
+    top = sorted(str(p) for p in batch_inputs._glob(str(tmp_path / "x" / "*.png")))
     assert top == [str(tmp_path / "x" / "a.png")]
 
 
