@@ -48,7 +48,7 @@ def test_skip_existing_carries_on_silently(folder: Path, tmp_path: Path, capsys)
     capsys.readouterr()
     assert run_dcp(folder / "a.png", folder / "b.png", "-o", out, "--skip-existing") == 0
     err = capsys.readouterr().err
-    assert "exists" not in err and "1 inputs skipped" in err
+    assert "exists" not in err and "1 input skipped" in err
     assert (out / "a_dehazed.png").stat().st_mtime_ns == before
     assert (out / "b_dehazed.png").is_file()
 
@@ -108,7 +108,7 @@ def test_hostile_headers_and_a_zlib_bomb_do_not_stop_the_batch(tmp_path: Path) -
     assert "Traceback" not in p.stderr
     assert "error: in/a.png: image too large" in p.stderr
     assert "error: in/a16.png: image too large" in p.stderr
-    assert "1 files written to out, 2 inputs failed" in p.stderr
+    assert "1 file written to out, 2 inputs failed" in p.stderr
     assert [q.name for q in (tmp_path / "out").iterdir()] == ["b_dehazed.png"]
 
 
@@ -147,7 +147,7 @@ def test_finished_stack_with_transmission_counts_as_done(tmp_path: Path, capsys)
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["st_dehazed.tif", "st_transmission.tif"]
     capsys.readouterr()
     assert run_dcp(tmp_path / "st.tif", "-o", tmp_path / "out", "--save-transmission", "--skip-existing") == 0
-    assert "0 files written to" in (err := capsys.readouterr().err) and "1 inputs skipped" in err
+    assert "0 files written to" in (err := capsys.readouterr().err) and "1 input skipped" in err
 
 
 def test_animations_and_multi_series_tiffs_via_the_cli(tmp_path: Path) -> None:  # F12
@@ -341,3 +341,36 @@ def test_cases_that_already_worked_still_do(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "empty.png" in err and "gone.png: no such file or folder" in err
     assert [q.name for q in (tmp_path / "o2").iterdir()] == ["-dash ☕_dehazed.png"]
+
+
+def test_a_stopped_batch_counts_the_files_it_wrote_and_says_so_once(tmp_path, monkeypatch, capsys) -> None:
+    # G25: after SIGTERM with --save-transmission the summary said "0 files written" although a
+    # transmission map was written, then "terminated by SIGTERM" a second time
+    for name in ("s0.png", "s1.png"):
+        photo(tmp_path / "in" / name)
+    real = os.replace
+    calls = []
+
+    def replace_then_signal(a, b):
+        calls.append(b)
+        done = real(a, b)
+        if len(calls) == 1:  # s0_transmission.png is complete; s0's image is not begun
+            os.kill(os.getpid(), signal.SIGTERM)
+        return done
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    code = run_dcp(tmp_path / "in", "-o", tmp_path / "out", "--save-transmission")
+    assert code == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert f"terminated by SIGTERM: 1 file written to {tmp_path / 'out'}; rerun with --skip-existing" in err
+    assert err.count("terminated by SIGTERM") == 1
+    # variant: Ctrl-C after three files (one input and a half), and plurals in the closing line
+    calls.clear()
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(b), real(a, b),
+                                                     len(calls) == 3 and os.kill(os.getpid(), signal.SIGINT)))
+    assert run_dcp(tmp_path / "in", "-o", tmp_path / "o2", "--save-transmission") == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 3 files written" in err and err.count("interrupted") == 1
+    monkeypatch.setattr(os, "replace", real)
+    assert run_dcp(tmp_path / "in", "-o", tmp_path / "o2", "--save-transmission", "--skip-existing") == 0
+    assert "1 file written to" in capsys.readouterr().err  # s1's image: the one still missing

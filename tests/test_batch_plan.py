@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from napari_clearnet import batch, batch_plan, files, io
+from napari_clearnet import batch, batch_inputs, batch_plan, files, io
 
 
 def test_recursive_glob_over_symlink_loops_finishes(tmp_path: Path) -> None:  # F3
@@ -44,10 +44,10 @@ def test_glob_walker_matches_glob_without_following_folder_links(tmp_path: Path)
     import glob as std
 
     pattern = str(tmp_path / "x" / "**" / "*.png")
-    ours = sorted(str(p) for p in batch_plan._glob(pattern))
+    ours = sorted(str(p) for p in batch_inputs._glob(pattern))
     theirs = sorted(p for p in std.glob(pattern, recursive=True) if "/link/" not in p)
     assert ours == theirs and len(ours) == 2
-    top = sorted(str(p) for p in batch_plan._glob(str(tmp_path / "x" / "*.png")))
+    top = sorted(str(p) for p in batch_inputs._glob(str(tmp_path / "x" / "*.png")))
     assert top == [str(tmp_path / "x" / "a.png")]
 
 
@@ -56,7 +56,7 @@ def test_glob_rerun_into_the_input_folder_skips_own_outputs(tmp_path: Path) -> N
         photo(tmp_path / g / "photo.png")
         assert cli("dehaze", f"{g}/*.png", "-o", g, *extra, cwd=tmp_path).returncode == 0
         p = cli("dehaze", f"{g}/*.png", "-o", g, "--skip-existing", *extra, cwd=tmp_path)
-        assert p.returncode == 0 and "1 inputs skipped" in p.stderr, p.stderr
+        assert p.returncode == 0 and "1 input skipped" in p.stderr, p.stderr
         assert "note: not taken" not in p.stderr  # our own outputs are left out silently
 
 
@@ -66,7 +66,7 @@ def test_user_files_that_look_like_outputs_are_reported(tmp_path: Path) -> None:
     photo(same / "sky_transmission.png", 1)
     photo(same / "holiday_dehazed.png", 2)
     p = cli("dehaze", "same", "-o", "same", cwd=tmp_path)
-    assert p.returncode == 0 and "1 files written" in p.stderr
+    assert p.returncode == 0 and "1 file written" in p.stderr
     assert "not taken as inputs" in p.stderr
     assert "same/holiday_dehazed.png" in p.stderr and "same/sky_transmission.png" in p.stderr
     assert "photo_dehazed" not in p.stderr.split("not taken", 1)[1].split("\n")[0]
@@ -136,7 +136,7 @@ def test_adding_inputs_never_makes_skip_existing_skip_an_unprocessed_one(tmp_pat
     p = cli("dehaze", "a/x", "b/x", "-o", "out", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     p = cli("dehaze", "0/x", "a/x", "b/x", "-o", "out", "--skip-existing", cwd=tmp_path)
-    assert p.returncode == 0 and "1 files written to out, 2 inputs skipped" in p.stderr, p.stderr
+    assert p.returncode == 0 and "1 file written to out, 2 inputs skipped" in p.stderr, p.stderr
     _tags_match(tmp_path / "out", {f"{k}_x_p_dehazed.png": s for k, s in srcs.items()})
 
 

@@ -37,6 +37,7 @@ from .batch_plan import (
     Planned,
     check_output_folder,
     collect_inputs,
+    looks_like_output,
     plan_outputs,
 )
 from .choices import BIT_DEPTHS, FORMATS
@@ -75,10 +76,29 @@ class BatchReport:
     existing: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     fatal: str | None = None
+    #: every planned output's state before the run (see :meth:`files_made`)
+    before: dict[Path, tuple[int, int, int] | None] = field(default_factory=dict, repr=False)
 
     @property
     def exit_code(self) -> int:
         return 1 if (self.failed or self.existing or self.fatal) else 0
+
+    def record_outputs(self, plans: Iterable[Planned]) -> None:
+        """Note the state of every planned output, so :meth:`files_made` can count files however a
+        run ends (an input half done, tasks on a cluster whose outcomes never came back)."""
+        self.before = {p: _stamp(p) for plan in plans for p in plan.outputs()}
+
+    def files_made(self) -> list[Path]:
+        """The planned outputs written (or replaced) since :meth:`record_outputs`: what a stopped
+        run counts, file by file, not input by input."""
+        return [p for p, was in self.before.items() if (now := _stamp(p)) is not None and now != was]
+
+    def summary(self, out: str | os.PathLike) -> str:
+        """The closing line: files written, inputs skipped, failed and not replaced."""
+        return (f"{count(len(self.written), 'file')} written to {out}"
+                + (f", {count(len(self.skipped), 'input')} skipped (outputs exist)" if self.skipped else "")
+                + (f", {count(len(self.failed), 'input')} failed" if self.failed else "")
+                + (f", {len(self.existing)} not replaced (outputs exist)" if self.existing else ""))
 
     def add(self, plan: Planned, outcome: Outcome, say: Callable[[str], None]) -> None:
         """Record what happened to one input and say what the user must know."""
@@ -99,6 +119,19 @@ class BatchReport:
                 f"cannot dehaze {plan.source}: ", "")
             self.failed.append((str(plan.source), msg))
             say(f"error: {plan.source}: {msg}")
+
+
+def count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``: counts as a person writes them."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 @dataclass
@@ -158,13 +191,13 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
             t = t[0] if layout.n_frames == 1 else t
             if wanted(plan.transmission):
                 written.append(io.write_image(plan.transmission, t, bit_depth=16, overwrite=opts.overwrite,
-                                              source_fingerprint=fp))
+                                              source_fingerprint=fp, source=plan.source))
         if plan.airlight is not None and wanted(plan.airlight):
             written.append(_write_airlight(plan, fp, result, opts))
         if wanted(plan.image):
             written.append(io.write_image(
                 plan.image, image, bit_depth=depth, overwrite=opts.overwrite, quality=opts.quality,
-                icc_profile=src.icc_profile, source_fingerprint=fp,
+                icc_profile=src.icc_profile, source_fingerprint=fp, source=plan.source,
             ))
     return written
 
@@ -185,7 +218,7 @@ def _write_airlight(plan: Planned, fp: str, result: Any, opts: BatchOptions) -> 
     }
     assert plan.airlight is not None
     return files.write_text(plan.airlight, json_text(data, indent=2, ensure_ascii=False) + "\n",
-                            overwrite=opts.overwrite)
+                            overwrite=opts.overwrite, sources=(plan.source,))
 
 
 def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarFactory | None,
@@ -282,16 +315,23 @@ def prepare(inputs: Iterable[str | os.PathLike], out: Path, opts: BatchOptions, 
             err: TextIO) -> list[Planned]:
     """Inputs found, output folder checked and cleared of stale partial files, outputs planned;
     problems go to ``report`` and notes to ``err``. Raises :class:`BatchError` when nothing can start."""
-    found, problems, excluded = collect_inputs(inputs, out, opts.suffix)
+    found, problems, excluded, passed = collect_inputs(inputs, out, opts.suffix)
     for name, msg in problems:
         report.failed.append((name, msg))
         print(f"error: {name}: {msg}", file=err)
-    foreign = [f for f in excluded if files.read_tag(f) is None]
+    by_name = [f for f in excluded if looks_like_output(f, out, opts.suffix)]
+    ours = [f for f in excluded if f not in by_name]  # by their fingerprint only: another --suffix
+    if ours:
+        print(f"note: not taken as inputs, as they are outputs of napari-clearnet (they record the "
+              f"input they were made from; name them explicitly to dehaze them again): {_listing(ours)}",
+              file=err)
+    foreign = [f for f in by_name if files.read_tag(f) is None]
     if foreign:
-        shown = ", ".join(str(f) for f in foreign[:5])
-        shown += f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         print(f"note: not taken as inputs, as their names look like outputs in the output folder "
-              f"(name them explicitly to dehaze them): {shown}", file=err)
+              f"(name them explicitly to dehaze them): {_listing(foreign)}", file=err)
+    if passed:
+        print(f"note: passed over, as they are not images or clips this reads (name a file explicitly "
+              f"to try it): {_listing(passed)}", file=err)
     if not found:
         first = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
         raise BatchError("no input images or clips found" + first)
@@ -303,7 +343,13 @@ def prepare(inputs: Iterable[str | os.PathLike], out: Path, opts: BatchOptions, 
     plans, notes = plan_outputs(found, out, opts)
     for n in notes:
         print(f"note: {n}", file=err)
+    report.record_outputs(plans)
     return plans
+
+
+def _listing(paths: list[Path], shown: int = 5) -> str:
+    text = ", ".join(str(f) for f in paths[:shown])
+    return text + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
 def dehaze_files(
@@ -330,13 +376,16 @@ def dehaze_files(
     opts = options or BatchOptions(**kwargs)
     err = stderr or sys.stderr
     out = Path(out_dir).expanduser()
+    if client is not None:  # a worker would resolve a relative path against its own folder
+        inputs = [os.path.abspath(os.path.expanduser(os.fspath(i))) for i in inputs]
+        out = Path(os.path.abspath(out))
     report = BatchReport()
     plans = prepare(inputs, out, opts, report, err)
     show = _isatty(err) if progress is None else progress
     if client is not None:
         from .cluster import run_plans
 
-        run_plans(client, plans, opts, report, err, show)
+        run_plans(client, plans, opts, report, err, show, out)
         return report
     if dehazer is None:
         try:
@@ -377,8 +426,10 @@ def dehaze_files(
 def interrupted(exc: BaseException, report: BatchReport, out: Path, err: TextIO) -> None:
     """What the user needs after Ctrl-C or a terminating signal: what is done and how to go on."""
     why = getattr(exc, "reason", "interrupted")
-    print(f"{why}: {len(report.written)} files written to {out}; rerun with "
+    made = report.files_made()
+    print(f"{why}: {count(len(made), 'file')} written to {out}; rerun with "
           f"{option('skip_existing')} to carry on", file=err)
+    exc.reported = True  # type: ignore[attr-defined]  # the CLI says no more
 
 
 def _already_there(plan: Planned, opts: BatchOptions) -> Outcome | None:

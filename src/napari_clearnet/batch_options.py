@@ -58,6 +58,8 @@ class BatchOptions:
     preset: str = DEFAULT_PRESET
     #: a clip's frame that cannot be decoded: "repeat" the one before it (counted), or "stop"
     damaged_frames: str = "repeat"
+    #: on a cluster: seconds to wait for a first worker, and for one when all have left
+    worker_wait: float = 120.0
 
     def __post_init__(self) -> None:
         _one_of("method", self.method, METHODS)
@@ -74,6 +76,7 @@ class BatchOptions:
             if self.value_range is not None:
                 self.value_range = check_value_range(self.value_range)
             check_strength(self.strength)
+            self.worker_wait = check_number(self.worker_wait, option("worker_wait"), "[0, 86400]")
         except ValueError as exc:
             raise BatchError(str(exc)) from None
         ca = self.channel_axis

@@ -1,41 +1,37 @@
 """Which files a batch reads and which it writes, planned as one set before any work.
 
-:func:`collect_inputs` expands files, folders and globs (recursive globs never follow links to
-folders, so link loops cannot hang it; every file is taken once; in the output folder our own
-outputs are not taken as inputs). :func:`plan_outputs` gives every input its output names:
+:func:`collect_inputs` (in :mod:`napari_clearnet.batch_inputs`) finds the inputs;
+:func:`plan_outputs` gives every input its output names:
 every name (image, transmission, airlight) is checked against every other output and every input,
 case-insensitively; names that would collide are made unique from each input's own path, so
 adding inputs does not move the others' names. Options that make an input's outputs collide with
-each other or replace the input are refused up front.
+each other or replace the input are refused up front; an existing output that is an input under
+another name (a link) is that input's error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import glob
 import hashlib
 import os
-import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._validate import option
+from .batch_inputs import INPUT_SUFFIXES, TRANSMISSION, collect_inputs, looks_like_output
 from .io import IMAGE_SUFFIXES
-from .video import VIDEO_SUFFIXES, is_video
+from .video import is_video
 
 if TYPE_CHECKING:
     from .batch_options import BatchOptions
 
-__all__ = ["BatchError", "Planned", "check_output_folder", "collect_inputs", "plan_outputs"]
+__all__ = ["INPUT_SUFFIXES", "TRANSMISSION", "BatchError", "Planned", "check_output_folder", "collect_inputs",
+           "looks_like_output", "plan_outputs"]
 
-TRANSMISSION = "_transmission"
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
-#: what a folder gives: its images and its clips
-INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
 class BatchError(ValueError):
@@ -56,147 +52,6 @@ class Planned:
         # the image is written last, so its presence means the whole set is complete
         return [p for p in (self.transmission, self.airlight, self.image) if p is not None]
 
-
-
-# ---------------------------------------------------------------------------------- inputs
-def collect_inputs(
-    inputs: Iterable[str | os.PathLike], exclude_dir: Path | None = None, suffix: str = ""
-) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
-    """Expand files, folders (their image and video files, not recursive) and globs into a sorted list.
-
-    Returns ``(files, problems, excluded)``: a problem is ``(input, message)`` for an input that
-    matched nothing or is not a regular file. In ``exclude_dir`` (the output folder) files found
-    through a folder or a glob whose names look like our outputs are left out (``excluded``), so a
-    rerun into the input folder does not dehaze its own results; files named explicitly are always
-    taken. Recursive globs (``**``) never follow links to folders, so link loops cannot hang it,
-    and every file is taken once however many paths lead to it.
-    """
-    found: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    excluded: list[Path] = []
-    for raw in inputs:
-        text = os.fspath(raw)
-        p = Path(text).expanduser()
-        kind = _kind(p)
-        if kind == "dir":
-            found.extend(_folder_images(p, exclude_dir, suffix, excluded))
-        elif kind == "file":
-            found.append(p)
-        elif kind == "other":
-            problems.append((text, "not a regular file (a FIFO, socket or device); save the image to a "
-                                   "file first"))
-        elif glob.has_magic(text):
-            files: list[Path] = []
-            for hit in _glob(os.path.expanduser(text)):
-                hk = _kind(hit)
-                if hk == "file" and not hit.name.startswith("."):
-                    if _looks_like_output(hit, exclude_dir, suffix):
-                        excluded.append(hit)
-                    else:
-                        files.append(hit)
-                elif hk == "dir":
-                    files.extend(_folder_images(hit, exclude_dir, suffix, excluded))
-            if not files and not excluded:
-                problems.append((text, "no files match this pattern"))
-            found.extend(files)
-        else:
-            problems.append((text, "no such file or folder"))
-    unique: dict[Path, Path] = {}
-    for f in found:
-        unique.setdefault(f.resolve(), f)
-    return sorted(unique.values(), key=lambda q: str(q)), problems, sorted(set(excluded), key=str)
-
-
-def _kind(p: Path) -> str:
-    """'file', 'dir', 'other' (FIFO, socket, device: never opened) or 'missing'."""
-    try:
-        mode = p.stat().st_mode
-    except (OSError, ValueError):
-        return "missing"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    return "other"
-
-
-def _glob(pattern: str) -> Iterator[Path]:
-    """Like ``glob.glob(pattern, recursive=True)``, but ``**`` does not descend through links
-    to folders (two link loops made the standard one run for hours), and hidden names are only
-    matched by patterns that start with a dot."""
-    parts = Path(pattern).parts
-    i = 0
-    while i < len(parts) and not glob.has_magic(parts[i]):
-        i += 1
-    base = Path(*parts[:i]) if i else Path(".")
-    yield from _walk(base, list(parts[i:]), bool(i))
-
-
-def _walk(base: Path, comps: list[str], anchored: bool) -> Iterator[Path]:
-    def entries() -> list[os.DirEntry]:
-        try:
-            return sorted(os.scandir(base), key=lambda e: e.name)
-        except OSError:
-            return []
-
-    def child(name: str) -> Path:
-        return base / name if anchored else Path(name)
-
-    if not comps:
-        yield base
-        return
-    c, rest = comps[0], comps[1:]
-    if c == "**":
-        yield from _walk(base, rest, anchored)
-        for e in entries():
-            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
-                yield from _walk(child(e.name), comps, True)
-        return
-    if not glob.has_magic(c):
-        nxt = child(c)
-        if rest:
-            if nxt.is_dir():
-                yield from _walk(nxt, rest, True)
-        elif os.path.lexists(nxt):
-            yield nxt
-        return
-    for e in entries():
-        if e.name.startswith(".") and not c.startswith("."):
-            continue
-        if fnmatch.fnmatch(e.name, c):
-            if rest:
-                if e.is_dir():
-                    yield from _walk(child(e.name), rest, True)
-            else:
-                yield child(e.name)
-
-
-def _looks_like_output(f: Path, exclude_dir: Path | None, suffix: str) -> bool:
-    """In the output folder, a name like ``<stem>_transmission.*`` or ``<stem><suffix>.*``."""
-    if exclude_dir is None:
-        return False
-    try:
-        if f.parent.resolve() != exclude_dir.resolve():
-            return False
-    except OSError:
-        return False
-    return f.stem.endswith(TRANSMISSION) or bool(suffix and f.stem.endswith(suffix))
-
-
-def _folder_images(folder: Path, exclude_dir: Path | None, suffix: str, excluded: list[Path]) -> list[Path]:
-    out = []
-    try:
-        listing = sorted(folder.iterdir())
-    except OSError:
-        return out
-    for f in listing:
-        if f.name.startswith(".") or f.suffix.lower() not in INPUT_SUFFIXES or _kind(f) != "file":
-            continue
-        if _looks_like_output(f, exclude_dir, suffix):
-            excluded.append(f)
-            continue
-        out.append(f)
-    return out
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -350,6 +205,7 @@ def plan_outputs(files: Sequence[Path], out_dir: Path, opts: BatchOptions) -> tu
         if f in unresolved and not plan.error:
             plan.error = "its output names clash with other inputs' even after renaming; rename the input"
         plans.append(plan)
+    _refuse_links_to_inputs(plans, files)
     if opts.bit_depth == "16":
         eight = [p for p in plans
                  if p.image.suffix.lower() not in SIXTEEN_BIT_SUFFIXES and not is_video(p.source)]
@@ -360,6 +216,28 @@ def plan_outputs(files: Sequence[Path], out_dir: Path, opts: BatchOptions) -> tu
                 f"{option('format', 'tif')}"
             )
     return plans, notes
+
+
+def _refuse_links_to_inputs(plans: list[Planned], files: Sequence[Path]) -> None:
+    """An existing output that is an input under another name (a hard link, a symbolic link, a link
+    to its folder) makes that plan's error: no output replaces an input, even with overwrite."""
+    inputs: dict[tuple[int, int], Path] = {}
+    for f in files:
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            inputs[(st.st_dev, st.st_ino)] = f
+    for plan in plans:
+        for out in plan.outputs() if not plan.error else ():
+            try:
+                st = out.stat()
+            except OSError:
+                continue
+            src = inputs.get((st.st_dev, st.st_ino))
+            if src is not None:
+                plan.error = (f"output {out} is the input {src} under another name (a link to it); an "
+                              f"output never replaces an input, even with {option('overwrite')}: remove "
+                              f"the link or choose another {option('out_dir')} folder")
+                break
 
 
 def _refuse_own_clash(own: list[tuple[tuple[int, int, str], Path, str]], path: Path) -> None:

@@ -146,6 +146,9 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
                             "this machine's cores and memory, about 400 MB each, unless --force)")
     p.add_argument("--force", action="store_true",
                    help="allow --workers beyond this machine's cores and memory")
+    p.add_argument("--worker-wait", type=float, default=120.0, metavar="SECONDS",
+                   help="with --cluster: how long to wait for a first worker to join (a queued batch "
+                        "job), and for one when all have left, before giving up (default 120)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true",
@@ -169,13 +172,12 @@ def _run_dehaze(args: argparse.Namespace) -> int:
                 save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
                 channel_axis=args.channel_axis, value_range=args.value_range, strength=args.strength,
                 temporal_smoothing=args.temporal_smoothing, side_by_side=args.side_by_side, crf=args.crf,
-                preset=args.preset, damaged_frames=args.damaged_frames,
+                preset=args.preset, damaged_frames=args.damaged_frames, worker_wait=args.worker_wait,
             )
             progress = False if args.no_progress else None  # None: a bar on a terminal only
             if args.cluster is None and args.workers is None:
                 report = dehaze_files(args.inputs, args.output, opts, progress=progress)
             else:
-                from .cluster import connect
                 from .limits import WORKER_BYTES, check_processes
 
                 if args.workers is not None and not args.force:
@@ -183,19 +185,30 @@ def _run_dehaze(args: argparse.Namespace) -> int:
                         check_processes(args.workers, "--workers", "--force", WORKER_BYTES)
                     except ValueError as exc:
                         raise BatchError(str(exc)) from None
-                with connect(args.cluster, args.workers) as client:
-                    report = dehaze_files(args.inputs, args.output, opts, progress=progress, client=client)
+                report = _on_cluster(args, opts, progress)
     except BatchError as exc:
         print(f"clearnet dehaze: error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"{len(report.written)} files written to {args.output}"
-        + (f", {len(report.skipped)} inputs skipped (outputs exist)" if report.skipped else "")
-        + (f", {len(report.failed)} inputs failed" if report.failed else "")
-        + (f", {len(report.existing)} not replaced (outputs exist)" if report.existing else ""),
-        file=sys.stderr,
-    )
+    print(report.summary(args.output), file=sys.stderr)
     return report.exit_code
+
+
+def _on_cluster(args: argparse.Namespace, opts: Any, progress: bool | None) -> Any:
+    """``--cluster`` / ``--workers``: the model checked before any cluster starts; after a stop, the
+    partial files of workers that were killed with the local cluster are removed."""
+    from pathlib import Path
+
+    from . import files
+    from .batch import dehaze_files
+    from .cluster import check_model, connect
+
+    check_model(opts)
+    try:
+        with connect(args.cluster, args.workers) as client:
+            return dehaze_files(args.inputs, args.output, opts, progress=progress, client=client)
+    except KeyboardInterrupt:
+        files.remove_stale_parts(Path(args.output).expanduser())  # the workers are gone: unlocked
+        raise
 
 
 def add_depth_parser(sub: argparse._SubParsersAction) -> None:
@@ -259,10 +272,12 @@ def run_command(func: Callable[[], int | None]) -> int:
         with terminating_signals():
             return int(func() or 0)
     except Terminated as exc:
-        print(exc.reason, file=sys.stderr)
+        if not getattr(exc, "reported", False):  # a batch has said it, with what was done
+            print(exc.reason, file=sys.stderr)
         return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not getattr(exc, "reported", False):
+            print("interrupted", file=sys.stderr)
         return 130
 
 

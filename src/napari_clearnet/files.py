@@ -4,7 +4,8 @@
 cards, benchmark reports): an interrupted write never leaves a half-written file under the final
 name, and an existing file is replaced only when asked. Partial files a killed run left behind
 are recognised by their name and removed by :func:`remove_stale_parts`. Outputs record a
-:func:`fingerprint` of their input so a rerun can tell which input an output was made from.
+:func:`fingerprint` of their input so a rerun can tell which input an output was made from. No
+output ever replaces its own input (:func:`refuse_input`), whatever ``overwrite`` says.
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ._validate import option
 
-__all__ = ["atomic_path", "fingerprint", "read_tag", "remove_stale_parts", "write_text"]
+__all__ = [
+    "ReplacesInputError",
+    "atomic_path",
+    "fingerprint",
+    "read_tag",
+    "refuse_input",
+    "remove_stale_parts",
+    "write_text",
+]
 
 #: key under which outputs record the input they were made from (see :func:`fingerprint`)
 TAG_KEY = "napari-clearnet"
@@ -76,6 +85,38 @@ def tag_text(source_fingerprint: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- writing
+class ReplacesInputError(ValueError):
+    """An output would replace one of its own inputs: refused whatever ``overwrite`` says, since
+    ``overwrite=True`` is what a script passes to re-run, not consent to destroy the source."""
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths lead to one file: the same name however spelled, a symbolic link to it, or
+    a hard link (same device and inode); for paths that do not exist, the same resolved name."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        try:
+            return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+        except (OSError, ValueError):
+            return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def refuse_input(target: str | os.PathLike, sources: Iterable[str | os.PathLike | None]) -> None:
+    """Raise :class:`ReplacesInputError` when ``target`` is one of ``sources`` (see
+    :func:`same_file`): no output may replace its input, through any name or link."""
+    for source in sources:
+        if source is None or not same_file(target, source):
+            continue
+        how = ("" if os.path.abspath(target) == os.path.abspath(source)
+               else ", through a link or another spelling of its name")
+        raise ReplacesInputError(
+            f"output {target} would replace the input {source} itself (the same file{how}); an output "
+            "never replaces its input, even when asked to overwrite: choose another output name or folder"
+        )
+
+
 def _short_stem(stem: str, limit: int = 96) -> str:
     """The stem cut to ``limit`` bytes for a temporary name (never the part that is too long)."""
     while len(os.fsencode(stem)) > limit:
@@ -84,15 +125,20 @@ def _short_stem(stem: str, limit: int = 96) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike, overwrite: bool,
+                sources: Iterable[str | os.PathLike | None] = ()) -> Iterator[str]:
     """A temporary name beside ``path`` to write to; renamed to ``path`` when the block ends
     without an error, removed otherwise (Ctrl-C and terminating signals included). The file gets
     the permissions a normal new file would have, whatever the writer did to the temporary one.
+    ``path`` is refused when it is one of ``sources`` (the inputs it is made from), checked before
+    and again just before the rename, whatever ``overwrite`` says.
 
     The temporary file is locked while it lives, so :func:`remove_stale_parts` in another run
     never removes a file that is being written.
     """
     path = Path(path)
+    sources = [s for s in sources if s is not None]
+    refuse_input(path, sources)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass {option('overwrite')} to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +149,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool) -> Iterator[str]:
         yield tmp
         if not overwrite and path.exists():
             raise FileExistsError(f"{path} appeared while writing; not replaced")
+        refuse_input(path, sources)
         _umask_mode(tmp)  # mkstemp makes 0600, and some writers create the file anew
         os.replace(tmp, path)
     finally:
@@ -157,10 +204,12 @@ def remove_stale_parts(folder: str | os.PathLike, max_age_s: float = 3600.0) -> 
     return removed
 
 
-def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
-    """Write a text file (UTF-8) atomically; replaces an existing file unless ``overwrite`` is False."""
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True,
+               sources: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Write a text file (UTF-8) atomically; replaces an existing file unless ``overwrite`` is False
+    (never one of ``sources``, the inputs it is made from)."""
     path = Path(path)
-    with atomic_path(path, overwrite) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path, overwrite, sources) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     return path
 

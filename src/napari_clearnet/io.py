@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from .arrays import native
-from .files import TAG_KEY, atomic_path, tag_text
+from .files import TAG_KEY, ReplacesInputError, atomic_path, fingerprint, tag_text
 
 __all__ = [
     "DEFAULT_JPEG_QUALITY",
     "IMAGE_SUFFIXES",
     "MAX_BYTES",
     "MAX_PIXELS",
+    "READ_SUFFIXES",
     "ImageFile",
     "load_image",
     "read_image",
@@ -38,7 +39,12 @@ __all__ = [
     "write_image",
 ]
 
+#: the formats images are written in (``--format same`` keeps these, others become PNG)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: the image files :func:`load_image` reads, and so what a folder gives (the one list: a folder walk
+#: takes exactly these and names what it passes over); any other file named explicitly is still tried
+READ_SUFFIXES = (*IMAGE_SUFFIXES, ".gif", ".jfif", ".jpe", ".apng", ".dib", ".pbm", ".pgm", ".ppm",
+                 ".pnm", ".tga", ".jp2", ".j2k", ".avif", ".qoi")
 #: largest frame any reader decodes (Pillow's own default limit, about 13 400 × 13 400)
 MAX_PIXELS = 178_956_970
 #: largest decoded array (all frames and channels together), checked before decoding
@@ -287,8 +293,11 @@ def write_image(
     quality: int | None = None,
     icc_profile: bytes | None = None,
     source_fingerprint: str | None = None,
+    source: str | os.PathLike | None = None,
 ) -> Path:
-    """Write a float image in [0, 1] atomically; refuse to replace an existing file unless asked.
+    """Write a float image in [0, 1] atomically; refuse to replace an existing file unless asked,
+    and never the input it was made from (``source``, or a file with the ``source_fingerprint``),
+    even when asked.
 
     ``bit_depth`` 16 writes 16-bit PNG or TIFF. ``quality`` (1-100) sets JPEG and WebP
     compression: JPEG defaults to :data:`DEFAULT_JPEG_QUALITY`, WebP is lossless unless a quality
@@ -313,9 +322,25 @@ def write_image(
     channels = data.shape[-1] if data.ndim == 3 and data.shape[-1] in (1, 3, 4) else 0
     icc = _icc_fits(icc_profile, channels)
     tag = tag_text(source_fingerprint) if source_fingerprint else None
-    with atomic_path(path, overwrite) as tmp:
+    _refuse_fingerprint(path, source_fingerprint)
+    with atomic_path(path, overwrite, (source,)) as tmp:
         _encode(tmp, data, suffix, quality, icc, tag)
     return path
+
+
+def _refuse_fingerprint(path: Path, source_fingerprint: str | None) -> None:
+    """An existing target whose own fingerprint is its input's is that input (or a copy of it):
+    refused, so a caller that gives only the fingerprint is protected too."""
+    if not source_fingerprint or not path.is_file():
+        return
+    try:
+        same = fingerprint(path) == source_fingerprint
+    except OSError:
+        return
+    if same:
+        raise ReplacesInputError(
+            f"output {path} holds the very input it would be made from (its fingerprint is the "
+            "input's); an output never replaces its input: choose another output name or folder")
 
 
 def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: bytes | None,
@@ -363,14 +388,16 @@ def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: b
 def write_float_tiff(
     path: str | os.PathLike, data: np.ndarray, *, overwrite: bool = False,
     source_fingerprint: str | None = None, description: str | None = None,
+    source: str | os.PathLike | None = None,
 ) -> Path:
     """Write an (H, W) map of measurements (metres, optical depth) as a float32 TIFF with its values
-    as they are, atomically; refuse to replace an existing file unless asked."""
+    as they are, atomically; refuse to replace an existing file unless asked, and never its input."""
     import tifffile
 
     path = Path(path)
     arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
-    with atomic_path(path, overwrite) as tmp:
+    _refuse_fingerprint(path, source_fingerprint)
+    with atomic_path(path, overwrite, (source,)) as tmp:
         tifffile.imwrite(tmp, arr, photometric="minisblack", description=description,
                          software=tag_text(source_fingerprint) if source_fingerprint else TAG_KEY)
     return path

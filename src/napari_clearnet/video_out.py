@@ -341,7 +341,7 @@ def dehaze_video(
         reader = stack.enter_context(VideoReader(source, readahead=QUEUE_FRAMES, damaged=damaged, warn=False))
         info = reader.info
         check_encodable(source, info.width * (2 if side_by_side else 1), info.height, side_by_side)
-        tmp = {role: stack.enter_context(atomic_path(p, overwrite))
+        tmp = {role: stack.enter_context(atomic_path(p, overwrite, (source,)))  # never the source
                for role, p in (("image", target), ("transmission", transmission)) if p is not None}
         writers = {}
         if "image" in tmp:
