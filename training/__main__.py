@@ -9,10 +9,10 @@ from pathlib import Path
 
 from napari_clearnet._validate import MAX_STRENGTH, json_text
 
+from .config import seed_option
+
 #: the default --oracle-strength grid (training.oracle.DEFAULT_GRID; kept here so --help imports nothing)
 ORACLE_GRID = "0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.5"
-
-from .config import seed_option
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
