@@ -306,7 +306,8 @@ def test_many_points_are_read_in_one_pass_and_bounded() -> None:
                strict=True)]
     start = time.perf_counter()
     fit = hd.fit(pts)
-    assert time.perf_counter() - start < 10 and len(fit.readings) == 10000
+    # bounded work: a few seconds on an idle 2-core machine; the bound leaves room for a busy one
+    assert time.perf_counter() - start < 45 and len(fit.readings) == 10000
     few = hd.read(pts[:40])  # the vectorised read is the per-point read (window medians, sky checks)
     for r in few:
         row, col = round(r.point.y), round(r.point.x)
