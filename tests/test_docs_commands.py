@@ -151,3 +151,11 @@ def test_documented_commands_run(doc, line, block, template, tmp_path, capsys):
             code, output = _run_bash(command, work)
         assert code == 0, f"{doc.name}:{line}: `{command}` exited {code}:\n{output[-3000:]}"
         assert "Traceback" not in output, f"{doc.name}:{line}: `{command}`:\n{output[-3000:]}"
+
+
+def test_nothing_users_read_or_run_points_at_the_projects_private_data():
+    """The development data and reviews beside the repository are not the user's."""
+    for folder, pattern in (("docs", "*.md"), ("scripts", "*"), ("examples", "*"), ("training", "*.py")):
+        for p in [ROOT / "README.md", *sorted((ROOT / folder).rglob(pattern))]:
+            if p.is_file():
+                assert "../shared" not in p.read_text(encoding="utf-8", errors="replace"), p
