@@ -183,6 +183,7 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
         image = image[..., :3]  # JPEG has no alpha channel
     depth = _bit_depth(arr, plan.image, opts)
     fp = files.fingerprint(plan.source)
+    result.provenance["source_sha256"] = files.sha256_file(plan.source)  # names the input exactly
     written: list[Path] = []
     wanted = _wanted(opts)
     with _folder_errors(plan.image.parent):
@@ -259,6 +260,7 @@ def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarF
         )
         notes.extend(result.provenance.get("notes", []))
         notes.extend(_image_only_options(opts))
+        result.provenance["source_sha256"] = files.sha256_file(plan.source)
         written += [p for p in (trans, image) if p is not None]
         if plan.airlight is not None and wanted(plan.airlight):
             written.insert(0, _write_airlight(plan, fp, result, opts))

@@ -331,8 +331,8 @@ def processing_note(provenance: Any) -> str | None:
     """One line saying what was done to the pixels, for an output's metadata."""
     if not provenance:
         return None
-    keys = ("method", "model", "sha256", "strength", "sky_protection", "temporal_smoothing", "t0",
-            "airlight_override", "device")
+    keys = ("source_sha256", "method", "model", "sha256", "strength", "sky_protection",
+            "temporal_smoothing", "t0", "airlight_override", "device")
     done = {k: provenance[k] for k in keys if k in provenance}
     return f"dehazed by {software()}: " + json.dumps(done, separators=(",", ":"), default=str)
 
