@@ -345,4 +345,7 @@ class HazeDepthWidget(_Panel):
         self.surface = self.viewer.add_surface((vertices, faces), **kwargs)
         if self.viewer.dims.ndisplay != 3:
             self.viewer.dims.ndisplay = 3
-            self.viewer.camera.angles = VIEW_ANGLES
+            # napari 0.9 moved the camera to viewer.scene (viewer.camera is deprecated there)
+            scene = getattr(self.viewer, "scene", None)
+            camera = getattr(scene, "camera", None) or self.viewer.camera
+            camera.angles = VIEW_ANGLES

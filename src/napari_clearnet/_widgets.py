@@ -350,8 +350,11 @@ class AirlightWidget(_Panel):
         self.values = Label(label="A (R, G, B)", value="–")
         self.swatch = Label(label="colour", value="")
         self.swatch.native.setMinimumHeight(20)
-        self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001) for c in "RGB"]
-        self.rerun_button = PushButton(text="Dehaze with this A")
+        # nothing to show or override until an estimate exists: "—", not a made-up 0.850
+        self.a_rgb = [_spin(c, 0.0, 0.0, 1.0, 0.001, enabled=False) for c in "RGB"]
+        for box in self.a_rgb:
+            box.native.setSpecialValueText("—")
+        self.rerun_button = PushButton(text="Dehaze with this A", enabled=False)
         self.rerun_button.changed.connect(self.rerun)
         self.extend([self.values, self.swatch,
                      Container(widgets=self.a_rgb, layout="horizontal", label="override A"),
@@ -387,7 +390,10 @@ class AirlightWidget(_Panel):
         self.swatch.native.setStyleSheet(f"background-color: rgb({r}, {g}, {b}); border: 1px solid gray;")
         if self._mode == "estimate":
             for box, v in zip(self.a_rgb, mean, strict=True):
+                box.min = 0.01
                 box.value = round(float(v), 3)
+                box.enabled = True
+            self.rerun_button.enabled = True
 
 
 def _start_message(settings: Settings) -> str:
