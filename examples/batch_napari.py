@@ -1,12 +1,16 @@
 """Batch-dehaze a folder through napari, without showing a window.
 
-Opens every image of INPUT_DIR in a headless viewer (napari's own readers), runs the plugin's
+Opens every image of INPUT_DIR in a hidden viewer (napari's own readers), runs the plugin's
 ``napari-clearnet.dehaze_layer`` command on it (the same code the Dehaze widget runs) and saves
 the dehazed image, and optionally its transmission map, into OUTPUT_DIR. Existing files are never
 replaced unless ``--overwrite`` is given. Provenance (method, model, sha256, device, seconds) of
 every output is written to ``OUTPUT_DIR/provenance.json``.
 
     python examples/batch_napari.py hazy/ dehazed/ --method clearnet --transmission
+    xvfb-run -a python examples/batch_napari.py hazy/ dehazed/   # where there is no display
+
+A hidden viewer still needs a display (an X server or Wayland; Qt's offscreen platform does not
+work with napari's OpenGL canvas): on a server, run it under ``xvfb-run -a``.
 
 For a folder without napari, ``clearnet dehaze`` (the CLI) does the same faster.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(f for f in args.input_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input_dir}", file=sys.stderr)
+        return 2
+
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if sys.platform.startswith("linux") and not display:
+        print("error: napari needs a display even for a hidden viewer, and there is none: run this "
+              "under a virtual X server, `xvfb-run -a python examples/batch_napari.py ...`, or use "
+              "`clearnet dehaze` (no napari needed)", file=sys.stderr)
         return 2
 
     import napari

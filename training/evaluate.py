@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,8 @@ def paired_splits(
         folder = Path(f).expanduser()
         listed = (Path(splits_dir) / f"{folder.name}-val.txt").is_file()
         mode = ("both" if listed else "all") if split == "auto" else split
+        if mode in ("both", "val", "heldout"):
+            mode = _fitting_split(folder, mode, splits_dir, split == "auto")
         parts = ("val", "heldout") if mode == "both" else (mode,)
         for part in parts:
             if part == "all":
@@ -95,6 +99,33 @@ def paired_splits(
                 )
             rows.append(PairedSplit(folder.name, part, folder, tuple(read_ids_file(lst))))
     return rows
+
+
+def _fitting_split(folder: Path, mode: str, splits_dir: str | Path, auto: bool) -> str:
+    """``mode``, or ``all`` when the committed lists of a set name IDs this folder lacks: the lists
+    were made for the project's copy of that set, and a folder of one's own with the same name
+    (another I-HAZE download, one's own pairs called ``ihaze``) is scored on all its pairs with a
+    note. An explicitly asked split that does not fit is an error that says so."""
+    parts = ("val", "heldout") if mode == "both" else (mode,)
+    lists = [Path(splits_dir) / f"{folder.name}-{part}.txt" for part in parts]
+    listed = {i for lst in lists if lst.is_file() for i in read_ids_file(lst)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            have = {p.id for p in find_pairs(folder)}
+    except FileNotFoundError:
+        return mode  # not a paired folder: find_pairs says so when the pairs are read
+    missing = sorted(listed - have)
+    if not missing:
+        return mode
+    names = " and ".join(str(lst) for lst in lists)
+    why = (f"{names} list {len(missing)} of their {len(listed)} IDs that {folder} does not have "
+           f"(e.g. {', '.join(missing[:5])}): the lists were made for another copy of "
+           f"'{folder.name}'")
+    if not auto:
+        raise FileNotFoundError(f"{why}; use --split all, or --splits-dir with lists for this folder")
+    print(f"note: {why}; using all {len(have)} pairs of {folder}", file=sys.stderr)
+    return "all"
 
 
 def load_pairs(pairs: Sequence[Pair]) -> list[LoadedPair]:

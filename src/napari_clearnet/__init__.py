@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from .depth import DepthFit, HazeDepth, KnownDistance, haze_depth, visibility
 from .devices import pick_device
 from .engine import Dehazer, dehaze, load_model
+from .io import read_image, write_image
 from .run import DehazeResult
 from .video import read_video
 from .video_out import dehaze_video
@@ -26,6 +27,8 @@ __all__ = [
     "haze_depth",
     "load_model",
     "pick_device",
+    "read_image",
     "read_video",
     "visibility",
+    "write_image",
 ]

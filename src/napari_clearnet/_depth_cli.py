@@ -147,7 +147,7 @@ def _write(hd: depth.HazeDepth, fit: depth.DepthFit | None, source: Path, target
         io.write_image(targets["png"], tau / np.float32(tau_floor), bit_depth=16, overwrite=overwrite,
                        source_fingerprint=fp)
     record: dict[str, Any] = {
-        "source": str(source), "source_fingerprint": fp,
+        "source": str(source), "source_sha256": files.sha256_file(source), "source_fingerprint": fp,
         "files": {k: str(v) for k, v in targets.items() if k != "json"},
         "t_floor": hd.floor, "optical_depth_at_floor": tau_floor,
         "beyond_fraction": float(hd.beyond.mean()),

@@ -275,7 +275,8 @@ class HazeDepthWidget(_Panel):
             self.beta_label.value = f"{fit.beta:.4g} ± {fit.beta_se:.2g} (95 %: {lo:.3g}–{hi:.3g})"
             self.visibility_label.value = (f"{fit.visibility:.4g} ± {fit.visibility_se:.2g} m "
                                            f"(95 %: {vlo:.3g}–{vhi:.3g} m)")
-        self.status.value = "; ".join(fit.warnings) or f"fitted on {fit.n_used} points"
+        said = "; ".join(fit.warnings) or f"fitted on {fit.n_used} points"
+        self.status.value = "; ".join((said, *fit.caveats))
 
     def _start_metric(self, fit: depth.DepthFit) -> None:
         """Metric depth and its uncertainty in a worker; only the newest fit's are shown."""
@@ -345,4 +346,7 @@ class HazeDepthWidget(_Panel):
         self.surface = self.viewer.add_surface((vertices, faces), **kwargs)
         if self.viewer.dims.ndisplay != 3:
             self.viewer.dims.ndisplay = 3
-            self.viewer.camera.angles = VIEW_ANGLES
+            # napari 0.9 moved the camera to viewer.scene (viewer.camera is deprecated there)
+            scene = getattr(self.viewer, "scene", None)
+            camera = getattr(scene, "camera", None) or self.viewer.camera
+            camera.angles = VIEW_ANGLES

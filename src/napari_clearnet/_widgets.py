@@ -46,6 +46,7 @@ from .choices import METHOD_TITLES
 from .devices import available_devices
 from .engine import DEFAULT_SKY_PROTECTION
 from .run import Progress
+from .video_out import DEFAULT_TEMPORAL_SMOOTHING
 
 __all__ = ["AirlightWidget", "DehazeWidget", "TransmissionWidget"]
 
@@ -266,7 +267,12 @@ class DehazeWidget(_Panel):
         self.override.changed.connect(lambda v: [setattr(s, "enabled", v) for s in self.a_rgb])
         self.smoothing = _spin("temporal smoothing", 0.0, 0.0, 0.95, 0.05,
                                tooltip="stacks: blend each frame's A and haze amount with the previous "
-                                       "frame's (no flicker)")
+                                       "frame's (no flicker); 0.8 for video, as on the command line")
+        # the CLI's default follows the input (video: on, other layers: off) until it is set by hand
+        self._smoothing_by_hand = False
+        self._smoothing_auto = False
+        self.smoothing.changed.connect(self._smoothing_changed)
+        self.input.changed.connect(self._input_changed_smoothing)
         self.sky = _spin("sky protection", DEFAULT_SKY_PROTECTION[self.method.value], 0.0, 1.0, 0.05,
                          tooltip="keep flat regions close to A (bright sky, dense fog) from turning into "
                                  "rings, blotches and noise; 0 = off (leaves more haze there when on)")
@@ -277,6 +283,19 @@ class DehazeWidget(_Panel):
         self.extend([self.strength, self.live, self.follow, self.t0, self.override,
                      Container(widgets=self.a_rgb, layout="horizontal", label="A (R, G, B)"),
                      self.smoothing, self.sky, self.add_t, self.add_a])
+
+    def _smoothing_changed(self, *_: Any) -> None:
+        if not self._smoothing_auto:
+            self._smoothing_by_hand = True
+
+    def _input_changed_smoothing(self, layer: Any) -> None:
+        if self._smoothing_by_hand or self._closed:
+            return
+        self._smoothing_auto = True
+        try:
+            self.smoothing.value = DEFAULT_TEMPORAL_SMOOTHING if is_time_stack(layer) else 0.0
+        finally:
+            self._smoothing_auto = False
 
     def _settings(self) -> Settings:
         a = tuple(s.value for s in self.a_rgb) if self.override.value else None
@@ -350,8 +369,11 @@ class AirlightWidget(_Panel):
         self.values = Label(label="A (R, G, B)", value="–")
         self.swatch = Label(label="colour", value="")
         self.swatch.native.setMinimumHeight(20)
-        self.a_rgb = [_spin(c, 0.85, 0.01, 1.0, 0.001) for c in "RGB"]
-        self.rerun_button = PushButton(text="Dehaze with this A")
+        # nothing to show or override until an estimate exists: "—", not a made-up 0.850
+        self.a_rgb = [_spin(c, 0.0, 0.0, 1.0, 0.001, enabled=False) for c in "RGB"]
+        for box in self.a_rgb:
+            box.native.setSpecialValueText("—")
+        self.rerun_button = PushButton(text="Dehaze with this A", enabled=False)
         self.rerun_button.changed.connect(self.rerun)
         self.extend([self.values, self.swatch,
                      Container(widgets=self.a_rgb, layout="horizontal", label="override A"),
@@ -387,7 +409,25 @@ class AirlightWidget(_Panel):
         self.swatch.native.setStyleSheet(f"background-color: rgb({r}, {g}, {b}); border: 1px solid gray;")
         if self._mode == "estimate":
             for box, v in zip(self.a_rgb, mean, strict=True):
+                box.min = 0.01
                 box.value = round(float(v), 3)
+                box.enabled = True
+            self.rerun_button.enabled = True
+
+
+#: axis labels that say a stack's first axis is time
+TIME_LABELS = ("t", "time", "frame", "frames")
+
+
+def is_time_stack(layer: Any) -> bool:
+    """A layer whose first axis is time: a clip opened by this plugin's reader (``metadata["video"]``)
+    or a stack whose first axis label says time. It gets the CLI's temporal smoothing by default."""
+    if not isinstance(layer, Image):
+        return False
+    if "video" in (layer.metadata or {}):
+        return True
+    labels = tuple(getattr(layer, "axis_labels", ()) or ())  # napari's ndim leaves out RGB's channels
+    return layer.ndim > 2 and bool(labels) and str(labels[0]).strip().lower() in TIME_LABELS
 
 
 def _start_message(settings: Settings) -> str:

@@ -183,6 +183,7 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
         image = image[..., :3]  # JPEG has no alpha channel
     depth = _bit_depth(arr, plan.image, opts)
     fp = files.fingerprint(plan.source)
+    result.provenance["source_sha256"] = files.sha256_file(plan.source)  # names the input exactly
     written: list[Path] = []
     wanted = _wanted(opts)
     with _folder_errors(plan.image.parent):
@@ -198,8 +199,24 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
             written.append(io.write_image(
                 plan.image, image, bit_depth=depth, overwrite=opts.overwrite, quality=opts.quality,
                 icc_profile=src.icc_profile, source_fingerprint=fp, source=plan.source,
+                exif=src.exif, xmp=src.xmp, provenance=result.provenance,
+                value_range=_output_range(opts.value_range, depth, arr.dtype),
             ))
     return written
+
+
+def _output_range(value_range: tuple[float, float] | None, bit_depth: int,
+                  dtype: np.dtype) -> tuple[int, int] | None:
+    """``--value-range`` as the output's own range, for integer data written at its own bit depth
+    (12-bit data in 0-4095 comes back as 0-4095, not stretched to 0-65535); None: the full range
+    (float data, another bit depth, or a range that does not fit the integers)."""
+    if value_range is None or np.dtype(dtype).kind != "u" or np.dtype(dtype).itemsize * 8 != bit_depth:
+        return None
+    lo, hi = value_range
+    top = 65535 if bit_depth == 16 else 255
+    if lo != int(lo) or hi != int(hi) or not 0 <= lo < hi <= top:
+        return None
+    return int(lo), int(hi)
 
 
 def _wanted(opts: BatchOptions) -> Callable[[Path], bool]:
@@ -243,6 +260,7 @@ def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarF
         )
         notes.extend(result.provenance.get("notes", []))
         notes.extend(_image_only_options(opts))
+        result.provenance["source_sha256"] = files.sha256_file(plan.source)
         written += [p for p in (trans, image) if p is not None]
         if plan.airlight is not None and wanted(plan.airlight):
             written.insert(0, _write_airlight(plan, fp, result, opts))

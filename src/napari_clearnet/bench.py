@@ -196,10 +196,12 @@ def run_benchmark(
     log: Any = None,
     clip: tuple[int, int, int] | None = None,
     loads: Sequence[int] = (0,),
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Measure every method at every size (and the stack ``video``), once per entry of ``loads``
     (that many other cores kept busy: :func:`bench_load.busy_cores`); with ``clip`` (frames, H, W),
-    also ClearNet on an H.264 clip end to end beside dehaze only, idle; returns a JSON-ready dict."""
+    also ClearNet on an H.264 clip end to end beside dehaze only, idle; returns a JSON-ready dict.
+    ``progress(i, n, what)`` is called before each of the ``n`` measurements."""
     from .engine import pick_device
 
     device = str(pick_device(device))
@@ -218,14 +220,22 @@ def run_benchmark(
         n, h, w = video
         configs.append((f"video {n}x{w}x{h}", n, h, w))
     results: list[dict[str, Any]] = []
+    total = len(loads) * len(methods) * len(configs) + (clip is not None)
+    count = iter(range(1, total + 1))
+
+    def step(what: str) -> None:
+        if progress is not None:
+            progress(next(count), total, what)
+
     for load in loads:
         with busy_cores(load):
-            results += _measure(methods, configs, repeats, device, original_path, load, log)
+            results += _measure(methods, configs, repeats, device, original_path, load, log, step)
     report = {"machine": machine_info(device), "repeats": repeats, "loads": list(loads), "results": results,
               "speedups": _speedups(results)}
     if clip is not None:
         from .bench_video import format_clip, measure_clip
 
+        step(f"H.264 clip {clip[0]}x{clip[2]}x{clip[1]} end to end")
         report["clip"] = measure_clip(clip, repeats, device)
         if log is not None:
             log(format_clip(report["clip"]))
@@ -233,7 +243,7 @@ def run_benchmark(
 
 
 def _measure(methods: Sequence[str], configs: list[tuple[str, int, int, int]], repeats: int, device: str,
-             original_path: Path, load: int, log: Any) -> list[dict[str, Any]]:
+             original_path: Path, load: int, log: Any, step: Any = None) -> list[dict[str, Any]]:
     """One row per method and configuration, each in a fresh subprocess, under ``load``."""
     results: list[dict[str, Any]] = []
     original_s_per_mp: float | None = None
@@ -243,6 +253,8 @@ def _measure(methods: Sequence[str], configs: list[tuple[str, int, int, int]], r
             row: dict[str, Any] = {"method": method, "label": label, "frames": frames, "height": h,
                                    "width": w, "megapixels": mp, "load": load}
             reps = repeats
+            if step is not None:
+                step(f"{method} {label}" + (f", {load} core{'s' if load > 1 else ''} busy" if load else ""))
             if method == "original":
                 reps = min(repeats, 2)
                 if not original_path.is_file():
@@ -355,26 +367,33 @@ def run_from_args(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"bench: {e}", file=sys.stderr)
             return 2
+    progress = None
+    if args.json or not sys.stdout.isatty():  # on a terminal the table's rows show it is alive
+
+        def progress(i: int, n: int, what: str) -> None:
+            print(f"bench: [{i}/{n}] {what}", file=sys.stderr, flush=True)
+
     try:
         report = run_benchmark(sizes, methods, args.repeats, args.device, video, args.original, log, clip,
-                               loads)
+                               loads, progress)
     except ValueError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
     text = json_text(report, indent=2)
-    print(text if args.json else format_report(report, rows=False))
-    if args.markdown:
-        print(format_markdown(report))
-    if args.output:
+    status = 0
+    if args.output:  # first: a closed pipe or a killed reader must not cost the results
         from .files import write_text
 
         try:
             write_text(args.output, text + "\n")
         except OSError as exc:
             print(f"bench: cannot write --output {args.output}: {exc.strerror or exc} (the results are "
-                  "printed above)", file=sys.stderr)
-            return 1
-    return 0
+                  "printed below)", file=sys.stderr)
+            status = 1
+    print(text if args.json else format_report(report, rows=False))
+    if args.markdown:
+        print(format_markdown(report))
+    return status
 
 
 #: bytes per pixel one frame's estimate and recovery need besides its input and outputs (DCP, at most)

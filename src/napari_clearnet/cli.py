@@ -281,9 +281,31 @@ def run_command(func: Callable[[], int | None]) -> int:
         return 130
 
 
+#: the exit status of a command whose reader went away (128 + SIGPIPE), as Unix tools report it
+BROKEN_PIPE_STATUS = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: args.func(args))
+    try:
+        return run_command(lambda: args.func(args))
+    except BrokenPipeError:
+        return broken_pipe()
+
+
+def broken_pipe() -> int:
+    """The reader of stdout went away (``clearnet … | head``): stop quietly, as Unix tools do.
+    Files are written before anything is printed, so nothing is lost; stdout is pointed at the
+    null device so the interpreter's own final flush does not complain again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or closed
+        pass
+    return BROKEN_PIPE_STATUS
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,6 +164,13 @@ def fit_beta(t: Any, distance: Any) -> tuple[float, float | None, float | None]:
     return beta, s / math.sqrt(float(np.sum(g * g))), s
 
 
+#: what every printed β and V must carry: the ± is the points' spread, not the method's bias
+BIAS_CAVEAT = ("the ± is the points' spread only: β and V also inherit the method's bias in reading "
+               "haze (V came out 10–30 % long on scenes of known depth, more in dense haze; docs/depth.md)")
+#: points scattered more than this (in t) about the fit disagree with t = exp(−β d)
+DISAGREE_SD_T = 0.05
+
+
 @dataclass(frozen=True)
 class DepthFit:
     """β from points of known distance, V and their uncertainties (None: one point, no spread).
@@ -226,13 +233,32 @@ class DepthFit:
         own = np.float32(self.residual_sd / self.beta) / t
         return np.sqrt(scale * scale + own * own).astype(np.float32)
 
+    @property
+    def disagrees(self) -> bool:
+        """Whether three or more points scatter about the fit more than :data:`DISAGREE_SD_T` in t:
+        they disagree with the haze model (a wrong distance, patchy haze, a point on a light)."""
+        return self.n_used >= 3 and self.residual_sd is not None and self.residual_sd > DISAGREE_SD_T
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """What to keep in mind when reading β and V: always :data:`BIAS_CAVEAT`; and when the
+        points disagree with the haze model, that."""
+        out = [BIAS_CAVEAT]
+        if self.disagrees:
+            out.insert(0, f"the points disagree with the haze model t = exp(-β d): their t scatter by "
+                          f"{self.residual_sd:.2f} about the fit (over {DISAGREE_SD_T:g}); check their "
+                          "distances, or the haze is not uniform")
+        return tuple(out)
+
     def summary(self) -> str:
-        """One line: β and V with their standard errors (or why there are none)."""
+        """One line: β and V with their standard errors (or why there are none), and the caveats."""
         if self.beta_se is None:
-            return (f"β = {self.beta:.4g} /m, V = {self.visibility:.4g} m (one point: no spread, so no "
+            line = (f"β = {self.beta:.4g} /m, V = {self.visibility:.4g} m (one point: no spread, so no "
                     "uncertainty; add a point at another distance)")
-        return (f"β = {self.beta:.4g} ± {self.beta_se:.2g} /m, V = {self.visibility:.4g} ± "
-                f"{self.visibility_se:.2g} m (SE from {self.n_used} points)")
+        else:
+            line = (f"β = {self.beta:.4g} ± {self.beta_se:.2g} /m, V = {self.visibility:.4g} ± "
+                    f"{self.visibility_se:.2g} m (SE from {self.n_used} points)")
+        return line + "; " + "; ".join(self.caveats)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready numbers (metres, 1/m; None where undefined)."""
@@ -248,6 +274,7 @@ class DepthFit:
             "beta_per_m": self.beta, "beta_se_per_m": self.beta_se, "beta_ci95_per_m": self.beta_ci95,
             "visibility_m": self.visibility, "visibility_se_m": self.visibility_se,
             "visibility_ci95_m": self.visibility_ci95, "residual_sd_t": self.residual_sd,
+            "points_disagree_with_model": self.disagrees, "caveats": list(self.caveats),
             "points_used": self.n_used, "max_depth_m": self.max_depth,
             "uncertainty": ("standard errors from the spread of the points about the fit" if self.beta_se
                             is not None else "one point: no spread, so no uncertainty can be estimated"),
@@ -278,11 +305,13 @@ class HazeDepth:
         self.airlight = np.asarray(self.airlight, np.float32).reshape(3)
 
     @classmethod
-    def from_result(cls, result: DehazeResult, image: Any = None, floor: float | None = None) -> HazeDepth:
+    def from_result(cls, result: DehazeResult, image: Any = None, floor: float | None = None, *,
+                    channel_axis: int | str | None = "auto", value_range: Any = None) -> HazeDepth:
         """The depth in a :class:`DehazeResult` of one image. Its ``strength`` s is undone (τ/s); a
-        result made with sky protection needs its input ``image`` (float RGB in [0, 1]) so points
-        where t was raised can be left out. ``floor``: the method's smallest t (default: the DCP's
-        1 − ω, ClearNet's default ``t_min``)."""
+        result made with sky protection needs its input ``image`` (as given to ``dehaze``: uint8,
+        uint16 or float, scaled to [0, 1] as the engine does, with the same ``channel_axis`` and
+        ``value_range``) so points where t was raised can be left out. ``floor``: the method's
+        smallest t (default: the DCP's 1 − ω, ClearNet's default ``t_min``)."""
         from .model import ClearNetConfig
 
         prov = result.provenance
@@ -302,7 +331,18 @@ class HazeDepth:
                 f"this result was made with sky_protection={k:g}, which raises t near the airlight on "
                 "purpose; pass its input as image= so points there can be left out, or dehaze with "
                 "sky_protection=0")
-        rgb = None if image is None else np.asarray(image, np.float32)
+        rgb = None
+        if image is not None:  # on the engine's scale: a uint8 image is not 255 times too bright
+            arr = as_array(image)
+            layout = describe_layout(tuple(np.shape(arr)), channel_axis)
+            if layout.n_frames != 1:
+                raise ValueError(f"image= is the one image of the result; this array holds "
+                                 f"{layout.n_frames} frames (shape {tuple(np.shape(arr))})")
+            scaled = FrameScaler(arr, layout, value_range).scale([frames(arr, layout)[0]])[0]
+            rgb = frame_rgb(scaled, layout.channels)
+            if rgb.shape[:2] != t.shape:
+                raise ValueError(f"image= has {rgb.shape[1]}×{rgb.shape[0]} pixels, the result's map "
+                                 f"{t.shape[1]}×{t.shape[0]}: pass the image the result was made from")
         return cls(t, np.asarray(result.airlight).reshape(-1)[:3], float(floor), rgb, k, dict(prov))
 
     # ---------------------------------------------------------------- maps

@@ -29,6 +29,7 @@ __all__ = [
     "read_tag",
     "refuse_input",
     "remove_stale_parts",
+    "sha256_file",
     "write_text",
 ]
 
@@ -50,6 +51,16 @@ def fingerprint(path: str | os.PathLike) -> str:
             f.seek(-(1 << 16), os.SEEK_END)
         h.update(f.read(1 << 16))
     return h.hexdigest()[:16]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's whole content, in hex: what provenance records to identify an input
+    (:func:`fingerprint` is the quick key that ``--skip-existing`` compares)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 _TAG_RE = re.compile(rb"napari-clearnet[\x00 ]source=([0-9a-f]{16})")

@@ -12,7 +12,9 @@ unless asked, with the input's ICC profile and fingerprint where the format hold
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import struct
 import warnings
@@ -65,6 +67,10 @@ class ImageFile:
     icc_profile: bytes | None = None
     #: False when the file's compression loses data (JPEG, lossy WebP, JPEG-compressed TIFF)
     lossless: bool = True
+    #: the photo's EXIF (date, camera, lens, GPS, ...) with its orientation set to 1, since
+    #: :attr:`array` is upright, and its XMP packet: an output keeps both (see :func:`write_image`)
+    exif: bytes | None = None
+    xmp: bytes | None = None
 
 
 class ImageTooLarge(ValueError):
@@ -187,9 +193,10 @@ def _png_icc(path: Path) -> bytes | None:
             return None
 
 
-def _png16_bytes(data: np.ndarray, icc: bytes | None, text: str | None) -> bytes:
-    """A 16-bit PNG from libpng, with the ICC profile (iCCP) and our tag (tEXt) put after the
-    header chunk, where readers expect them."""
+def _png16_bytes(data: np.ndarray, icc: bytes | None, text: str | None, exif: bytes | None = None,
+                 xmp: bytes | None = None) -> bytes:
+    """A 16-bit PNG from libpng, with the ICC profile (iCCP), our tag (tEXt), the EXIF (eXIf) and
+    XMP (iTXt) put after the header chunk, where readers expect them."""
     import imagecodecs
 
     png = bytes(imagecodecs.png_encode(np.ascontiguousarray(data)))
@@ -198,6 +205,10 @@ def _png16_bytes(data: np.ndarray, icc: bytes | None, text: str | None) -> bytes
         extra += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))
     if text:
         extra += _png_chunk(b"tEXt", TAG_KEY.encode("latin-1") + b"\0" + text.encode("latin-1"))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    if xmp:
+        extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp)
     end_of_header = len(PNG_SIGNATURE) + 25  # IHDR: length, type, 13 bytes, CRC
     return png[:end_of_header] + extra + png[end_of_header:]
 
@@ -263,10 +274,103 @@ def read_pillow(path: Path) -> ImageFile:
             if i:
                 im.seek(i)
             frames.append(pil_frame(im))
+        # after the frames: it sets the orientation to 1, which they must still see
+        exif, xmp = photo_metadata(im) if n == 1 else (None, None)
     if len({f.shape for f in frames}) > 1:
         raise ValueError(f"its {n} frames differ in size; save each as its own file")
     arr = frames[0] if n == 1 else np.stack(frames)
-    return ImageFile(arr, fmt, icc, lossless)
+    return ImageFile(arr, fmt, icc, lossless, exif, xmp)
+
+
+# ---------------------------------------------------------------------------- photo metadata
+_ORIENTATION, _SOFTWARE, _USER_COMMENT = 0x0112, 0x0131, 0x9286
+_EXIF_IFD, _GPS_IFD, _MAKER_NOTE = 0x8769, 0x8825, 0x927C
+#: what fits in a JPEG's APP1 segment
+_MAX_EXIF = 65000
+_XMP_ORIENTATION = (re.compile(rb'(tiff:Orientation\s*=\s*["\'])\d(["\'])'),
+                    re.compile(rb"(<tiff:Orientation>\s*)\d(\s*</tiff:Orientation>)"))
+
+
+def photo_metadata(im: Any) -> tuple[bytes | None, bytes | None]:
+    """(EXIF, XMP) of an open Pillow image, to be kept by its outputs: EXIF with its orientation
+    set to 1 (the pixels are read upright), the Exif and GPS sub-IFDs included; XMP with its
+    ``tiff:Orientation`` set to 1 too. Unreadable metadata is dropped, never an error."""
+    exif_bytes = None
+    try:
+        exif = im.getexif()
+        if len(exif):
+            if _ORIENTATION in exif:
+                exif[_ORIENTATION] = 1
+            for ifd in (_EXIF_IFD, _GPS_IFD):
+                if ifd in exif:
+                    exif.get_ifd(ifd)  # loaded, so that tobytes writes it
+            exif_bytes = exif.tobytes()
+            if len(exif_bytes) > _MAX_EXIF and _EXIF_IFD in exif:  # a long maker note
+                exif.get_ifd(_EXIF_IFD).pop(_MAKER_NOTE, None)
+                exif_bytes = exif.tobytes()
+            if len(exif_bytes) > _MAX_EXIF:
+                exif_bytes = None
+    except Exception:  # a damaged EXIF block must not cost the pixels
+        exif_bytes = None
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if xmp:
+        for pattern in _XMP_ORIENTATION:
+            xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    return exif_bytes, (bytes(xmp) if xmp else None)
+
+
+def software() -> str:
+    from . import __version__
+
+    return f"napari-clearnet {__version__}"
+
+
+def processing_note(provenance: Any) -> str | None:
+    """One line saying what was done to the pixels, for an output's metadata."""
+    if not provenance:
+        return None
+    keys = ("source_sha256", "method", "model", "sha256", "strength", "sky_protection",
+            "temporal_smoothing", "t0", "airlight_override", "device")
+    done = {k: provenance[k] for k in keys if k in provenance}
+    return f"dehazed by {software()}: " + json.dumps(done, separators=(",", ":"), default=str)
+
+
+def _with_tag(exif: bytes, tag: int, value: Any) -> bytes:
+    from PIL import Image
+
+    out = Image.Exif()
+    out.load(exif)
+    for ifd in (_EXIF_IFD, _GPS_IFD):
+        if ifd in out:
+            out.get_ifd(ifd)
+    out[tag] = value
+    return out.tobytes()
+
+
+def _output_exif(exif: bytes | None, software_text: str, note: str | None) -> bytes | None:
+    """The EXIF of an output: the input's (already upright) with our Software tag and, as its
+    UserComment, the processing note."""
+    from PIL import Image
+
+    out = Image.Exif()
+    if exif:
+        try:
+            out.load(exif)
+            for ifd in (_EXIF_IFD, _GPS_IFD):
+                if ifd in out:
+                    out.get_ifd(ifd)
+        except Exception:
+            out = Image.Exif()
+    out[_SOFTWARE] = software_text
+    if note:
+        out.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"ASCII\0\0\0" + note.encode("ascii", "replace")
+    try:
+        data = out.tobytes()
+    except Exception:
+        return None
+    return data if len(data) <= _MAX_EXIF else None
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -294,6 +398,10 @@ def write_image(
     icc_profile: bytes | None = None,
     source_fingerprint: str | None = None,
     source: str | os.PathLike | None = None,
+    exif: bytes | None = None,
+    xmp: bytes | None = None,
+    provenance: Any = None,
+    value_range: tuple[float, float] | None = None,
 ) -> Path:
     """Write a float image in [0, 1] atomically; refuse to replace an existing file unless asked,
     and never the input it was made from (``source``, or a file with the ``source_fingerprint``),
@@ -302,8 +410,13 @@ def write_image(
     ``bit_depth`` 16 writes 16-bit PNG or TIFF. ``quality`` (1-100) sets JPEG and WebP
     compression: JPEG defaults to :data:`DEFAULT_JPEG_QUALITY`, WebP is lossless unless a quality
     is given. ``icc_profile`` is embedded where the format can hold it and it fits the colours;
-    ``source_fingerprint`` records the input (see :func:`fingerprint`). The file appears under its
-    final name only when complete, so an interrupted batch never leaves a half-written output.
+    ``source_fingerprint`` records the input (see :func:`fingerprint`). ``exif`` and ``xmp``
+    (an :class:`ImageFile`'s) are kept where the format holds them (JPEG, PNG, WebP, TIFF; in a
+    16-bit colour TIFF only XMP), with EXIF's Software tag naming this program and the
+    ``provenance`` (a result's) noted as its UserComment. ``value_range`` (low, high) writes
+    [0, 1] back as those integer values (e.g. 0-4095 for 12-bit data in 16-bit files) instead of
+    the format's full range. The file appears under its final name only when complete, so an
+    interrupted batch never leaves a half-written output.
     """
     path = Path(path)
     if bit_depth not in (8, 16):
@@ -313,19 +426,32 @@ def write_image(
         raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
     img = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
     suffix = path.suffix.lower()
+    top = 65535.0 if bit_depth == 16 else 255.0
+    lo, hi = (0.0, top) if value_range is None else (float(value_range[0]), float(value_range[1]))
+    if not (0 <= lo < hi <= top):
+        raise ValueError(f"value_range must be LOW,HIGH with 0 <= LOW < HIGH <= {top:g} for "
+                         f"{bit_depth}-bit output, got {value_range}")
     if bit_depth == 16:
         if suffix not in (".png", ".tif", ".tiff"):
             raise ValueError(f"16-bit output needs .png or .tif, not {suffix!r}")
-        data = np.round(img * 65535.0).astype(np.uint16)
+        data = np.round(lo + img * (hi - lo)).astype(np.uint16)
     else:
-        data = np.round(img * 255.0).astype(np.uint8)
+        data = np.round(lo + img * (hi - lo)).astype(np.uint8)
     channels = data.shape[-1] if data.ndim == 3 and data.shape[-1] in (1, 3, 4) else 0
     icc = _icc_fits(icc_profile, channels)
     tag = tag_text(source_fingerprint) if source_fingerprint else None
     _refuse_fingerprint(path, source_fingerprint)
+    meta = _Meta(exif, xmp, processing_note(provenance))
     with atomic_path(path, overwrite, (source,)) as tmp:
-        _encode(tmp, data, suffix, quality, icc, tag)
+        _encode(tmp, data, suffix, quality, icc, tag, meta)
     return path
+
+
+@dataclass
+class _Meta:
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    note: str | None = None
 
 
 def _refuse_fingerprint(path: Path, source_fingerprint: str | None) -> None:
@@ -344,14 +470,23 @@ def _refuse_fingerprint(path: Path, source_fingerprint: str | None) -> None:
 
 
 def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: bytes | None,
-            tag: str | None) -> None:
+            tag: str | None, meta: _Meta | None = None) -> None:
     """Write ``data`` (uint8/uint16) to ``tmp`` in the format of ``suffix``."""
-    if suffix in (".tif", ".tiff"):
+    meta = meta or _Meta()
+    tiff = suffix in (".tif", ".tiff")
+    # TIFF: the Software tag carries our tag, as it always has (read_tag finds it there)
+    exif = _output_exif(meta.exif, (tag or TAG_KEY) if tiff else software(), meta.note)
+    one_frame = data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (1, 3, 4))
+    if tiff and not (one_frame and data.dtype == np.uint8 and exif and meta.exif):
         import tifffile
 
         kw: dict[str, Any] = {"software": tag or TAG_KEY}
         if icc is not None:
             kw["iccprofile"] = icc
+        if meta.xmp:
+            kw["extratags"] = [(700, 1, len(meta.xmp), meta.xmp, True)]
+        if meta.note:
+            kw["metadata"] = {"processing": meta.note}
         # say it: tifffile would take a stack of 3 or 4 grey frames for planar RGB
         kw["photometric"] = "rgb" if data.ndim >= 3 and data.shape[-1] in (3, 4) else "minisblack"
         tifffile.imwrite(tmp, data, **kw)
@@ -361,7 +496,7 @@ def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: b
     text = tag[len(TAG_KEY) + 1:] if tag else None
     if data.dtype == np.uint16 and data.ndim == 3:  # Pillow has no 16-bit RGB mode
         with open(tmp, "wb") as f:
-            f.write(_png16_bytes(data, icc, text))
+            f.write(_png16_bytes(data, icc, text, exif, meta.xmp))
         return
     from PIL import Image, PngImagePlugin
 
@@ -370,6 +505,12 @@ def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: b
     kw = {}
     if icc is not None and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         kw["icc_profile"] = icc
+    if exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        kw["exif"] = exif
+    if meta.xmp and fmt == "JPEG":
+        kw["xmp"] = meta.xmp
+    if meta.xmp and fmt == "TIFF" and exif:
+        kw["exif"] = _with_tag(exif, 700, meta.xmp)  # Pillow writes a TIFF's XMP from its IFD0
     if fmt == "JPEG":
         kw["quality"] = DEFAULT_JPEG_QUALITY if quality is None else quality
         if tag:
@@ -382,6 +523,9 @@ def _encode(tmp: str, data: np.ndarray, suffix: str, quality: int | None, icc: b
         info = PngImagePlugin.PngInfo()
         info.add_text(TAG_KEY, text)
         kw["pnginfo"] = info
+    if fmt == "PNG" and meta.xmp:
+        info = kw.setdefault("pnginfo", PngImagePlugin.PngInfo())
+        info.add_itxt("XML:com.adobe.xmp", meta.xmp.decode("utf-8", "replace"))
     Image.fromarray(data).save(tmp, format=fmt, **kw)
 
 
