@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from napari_clearnet import bench, engine
+from napari_clearnet.bench import runner as bench
+from napari_clearnet.core import engine
 
 REPEATS = 7
 

@@ -13,7 +13,8 @@ from _common import METHODS, dehaze_cpu, dehazer, hazy, hazy_rgb
 
 import napari_clearnet
 import napari_clearnet as nc
-from napari_clearnet import engine, load_model
+from napari_clearnet import load_model
+from napari_clearnet.core import engine
 from napari_clearnet.weights import DEFAULT_MODEL, bundled_dir, get_entry, sha256_file
 
 
@@ -52,7 +53,7 @@ def test_load_model_once_and_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_one_model_cache_for_api_and_napari_and_retrained_files_reload(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from napari_clearnet._layers import get_dehazer
+    from napari_clearnet._plugin.layers import get_dehazer
 
     monkeypatch.setattr(engine, "_CACHE", {})
     assert get_dehazer("clearnet", None, "cpu") is engine.cached_model(device="cpu")

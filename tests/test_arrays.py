@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from napari_clearnet import arrays
+from napari_clearnet.core import arrays
 
 
 def test_layout_rule_examples() -> None:

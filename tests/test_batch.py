@@ -19,8 +19,10 @@ import tifffile
 from _common import CLEARNET, cli, photo, png_bytes, run_dcp, write_png
 from PIL import Image
 
-from napari_clearnet import batch, engine, io
+from napari_clearnet.batch import runner as batch
 from napari_clearnet.cli import main
+from napari_clearnet.core import engine
+from napari_clearnet.io import images as io
 
 
 def test_folder_with_corrupt_file_and_existing_output(folder: Path, tmp_path: Path, capsys) -> None:

@@ -17,7 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from napari_clearnet import batch, batch_inputs, batch_plan, files, io
+from napari_clearnet._util import files
+from napari_clearnet.batch import inputs as batch_inputs
+from napari_clearnet.batch import plan as batch_plan
+from napari_clearnet.batch import runner as batch
+from napari_clearnet.io import images as io
 
 
 def test_recursive_glob_over_symlink_loops_finishes(tmp_path: Path) -> None:  # F3

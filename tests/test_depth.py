@@ -13,8 +13,8 @@ import pytest
 from _common import haze_with, strict_json, tilted_plane
 
 import napari_clearnet as nc
-from napari_clearnet import depth
-from napari_clearnet._sample_data import _motorcycle, make_hazy
+from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
+from napari_clearnet.analysis import depth
 
 BETA = 0.008  # 1/m: V = ln 20 / β = 374 m; on the plane (40-300 m) t runs from 0.73 to 0.09
 GRID = [(x, y) for y in (20, 96, 172) for x in (30, 128, 226)]  # 3 × 3 points over the plane
@@ -212,8 +212,8 @@ def test_fit_on_the_sample_with_measured_stereo_depth(method):
 
 # ------------------------------------------------------------------------------ command line
 def test_cli_writes_metric_depth_uncertainty_and_json(tmp_path, capsys):
-    from napari_clearnet import io
     from napari_clearnet.cli import main
+    from napari_clearnet.io import images as io
 
     clean, d = tilted_plane()
     img = io.write_image(tmp_path / "plane.png", haze_with(clean, d, BETA))
@@ -234,7 +234,7 @@ def test_cli_writes_metric_depth_uncertainty_and_json(tmp_path, capsys):
     assert metres.dtype == np.float32 and metres.shape == d.shape and se.shape == d.shape
     assert np.median(np.abs(metres / d - 1)) < 0.08
     assert io.read_image(tmp_path / "out" / "plane_optical_depth.png").dtype == np.uint16
-    from napari_clearnet.files import read_tag
+    from napari_clearnet._util.files import read_tag
 
     assert read_tag(tmp_path / "out" / "plane_depth.tif") == record["source_fingerprint"]
 
@@ -280,7 +280,7 @@ def test_extreme_distances_are_refused_by_name_not_a_division_by_zero(tmp_path) 
     from _common import cli
     from _gen import hazy as review_photo
 
-    from napari_clearnet import io
+    from napari_clearnet.io import images as io
 
     io.write_image(tmp_path / "photo.png", review_photo())
     r = cli("depth", "photo.png", "-o", "out", "--method", "dcp", "--point", "10,10,1e300", cwd=tmp_path)

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import napari_clearnet
 import napari_clearnet as nc
-from napari_clearnet import engine
-from napari_clearnet._sample_data import _motorcycle, make_hazy
+from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
+from napari_clearnet.core import engine
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -220,7 +220,7 @@ def test_sky_protection_keeps_skies_and_leaves_the_rest(method: str) -> None:
 def test_sky_protection_spares_textured_regions_close_to_the_airlight() -> None:
     """The flatness gate: a flat bright region is protected, an equally bright textured one (a
     lit wall, fog over a street) is dehazed as without protection."""
-    from napari_clearnet import physics
+    from napari_clearnet.core import physics
 
     t = torch.full((1, 1, 40, 80), 0.2)
     img = torch.full((1, 3, 40, 80), 0.85)

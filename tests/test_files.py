@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_clearnet import files, io
+from napari_clearnet._util import files
+from napari_clearnet.io import images as io
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:

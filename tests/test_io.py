@@ -19,8 +19,8 @@ import tifffile
 from _common import PNG_SIGNATURE, hazy, png_bytes, run_dcp
 from PIL import Image, ImageCms, ImageOps
 
-from napari_clearnet import io
 from napari_clearnet.cli import main
+from napari_clearnet.io import images as io
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:

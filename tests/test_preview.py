@@ -10,7 +10,7 @@ pytest.importorskip("napari")
 
 from _common import dock, rgb_scene
 
-from napari_clearnet import _preview
+from napari_clearnet._plugin import preview as _preview
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from _common import METHODS, dehazer, hazy, hazy_rgb
 
-from napari_clearnet import engine
-from napari_clearnet.run import DehazeResult, drive, run
+from napari_clearnet.core import engine
+from napari_clearnet.core.run import DehazeResult, drive, run
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -12,8 +12,10 @@ import pytest
 import torch
 from _common import haze_with, tilted_plane
 
-from napari_clearnet import engine, io, weights
-from napari_clearnet.model import ClearNet, ClearNetConfig, bounded
+from napari_clearnet import weights
+from napari_clearnet.core import engine
+from napari_clearnet.core.model import ClearNet, ClearNetConfig, bounded
+from napari_clearnet.io import images as io
 from training import oracle
 from training.__main__ import main as training_main
 from training.clear import ClearCrops

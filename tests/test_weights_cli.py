@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from _hub import FakeHub
 
-from napari_clearnet import cli, weights
+from napari_clearnet import weights
+from napari_clearnet.cli import main as cli
 
 
 def test_cli_list_json_and_errors(offline: None, capsys: pytest.CaptureFixture[str]) -> None:

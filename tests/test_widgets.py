@@ -25,8 +25,8 @@ from napari.utils.notifications import ErrorNotification, NotificationSeverity
 from napari.viewer import current_viewer
 from qtpy.QtCore import QThreadPool
 
-from napari_clearnet import _widgets
-from napari_clearnet._layers import get_dehazer
+from napari_clearnet._plugin import widgets as _widgets
+from napari_clearnet._plugin.layers import get_dehazer
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000
@@ -241,7 +241,7 @@ def test_invalid_layers_and_errors_become_notifications(make_napari_viewer, qtbo
 
     # an error inside the worker (unknown model) is a notification too, and the bar goes away
     viewer.add_image(rgb_scene(), name="img", rgb=True)
-    from napari_clearnet._layers import Settings
+    from napari_clearnet._plugin.layers import Settings
 
     w.start(viewer.layers["img"], Settings("clearnet", "no-such-model"))
     _wait(qtbot, w)
@@ -320,7 +320,8 @@ def test_uncached_hub_model_downloads_in_the_worker(make_napari_viewer, qtbot, t
     from _hub import HubServer, registry_entry, tiny_weights, use_hub
     from napari.utils import progress
 
-    from napari_clearnet import engine, weights
+    from napari_clearnet import weights
+    from napari_clearnet.core import engine
 
     data, _ = tiny_weights(tmp_path / "tiny.safetensors")
     with HubServer() as hub:

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_clearnet import engine, io, metrics
-from napari_clearnet._validate import json_text
-from napari_clearnet.files import atomic_path, write_text
-from napari_clearnet.model import ClearNet
+from napari_clearnet._util.files import atomic_path, write_text
+from napari_clearnet._util.validate import json_text
+from napari_clearnet.analysis import metrics
+from napari_clearnet.core import engine
+from napari_clearnet.core.model import ClearNet
+from napari_clearnet.io import images as io
 
 from .data import Pair, find_pairs, load_rgb, read_ids_file
 from .oracle import Analysis, edge_band_mask
@@ -129,7 +131,7 @@ def make_grid(columns: Sequence[Sequence[np.ndarray]], height: int = 192, gap: i
     """A grid image: one row per image, one column per method, each tile resized to ``height``."""
     import torch
 
-    from napari_clearnet import physics
+    from napari_clearnet.core import physics
 
     rows = []
     for tiles in zip(*columns, strict=True):

@@ -20,9 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._validate import MODEL_RANGES, check_config
-from ..files import atomic_path
-from ..model import FORMAT_VERSION, ClearNet, ClearNetConfig
+from .._util.files import atomic_path
+from .._util.validate import MODEL_RANGES, check_config
+from ..core.model import FORMAT_VERSION, ClearNet, ClearNetConfig
 
 __all__ = [
     "CONFIG_KEY",

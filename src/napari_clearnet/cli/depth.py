@@ -1,0 +1,162 @@
+"""``clearnet depth IMAGE --point X,Y,METRES ... -o OUTDIR``: what an image's haze says about depth.
+
+Writes, atomically and never over existing files unless ``--overwrite``:
+
+* ``<stem>_depth.tif``: float32 metres (with points), or ``<stem>_optical_depth.tif``: float32
+  τ = −ln t, the relative depth (without points);
+* ``<stem>_depth_uncertainty.tif``: the per-pixel standard error in metres (two points or more);
+* ``<stem>_optical_depth.png`` with ``--png``: 16-bit τ / τ_floor (black near, white as far as the
+  map can tell), to look at;
+* ``<stem>_depth.json``: β, V, their standard errors and 95 % intervals, every point, warnings and
+  provenance; the same JSON is printed on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._util import files
+from .._util.validate import json_text
+from ..analysis import depth
+from ..core.arrays import describe_layout, frames
+from ..core.engine import resolve_dehazer
+from ..core.run import drive
+from ..io import images as io
+
+__all__ = ["add_arguments", "run_from_args"]
+
+
+def _point(text: str) -> tuple[float, float, float, str]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) not in (3, 4):
+            raise ValueError
+        x, y, d = (float(v) for v in parts[:3])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected X,Y,METRES[,LABEL] (pixel column, row, known distance), e.g. 412,230,85; got {text!r}"
+        ) from None
+    return x, y, d, parts[3] if len(parts) == 4 else ""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", metavar="IMAGE",
+                   help="one image file (or one frame of a stack or a video clip, with --frame)")
+    p.add_argument("--point", dest="points", action="append", type=_point, default=[],
+                   metavar="X,Y,METRES[,LABEL]",
+                   help="a pixel (column X, row Y) whose distance from the camera is known; repeat for "
+                        "more points (two or more give uncertainties)")
+    from .main import add_output_and_method_arguments
+
+    add_output_and_method_arguments(p)
+    p.add_argument("--frame", type=int, default=None, metavar="I",
+                   help="which frame of a multi-frame file (animation, multi-page TIFF, video clip) to read")
+    p.add_argument("--png", action="store_true",
+                   help="also write <stem>_optical_depth.png (16-bit, to look at)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _outputs(image: Path, out: Path, n_points: int, png: bool) -> dict[str, Path]:
+    stem = image.stem
+    names = {"json": f"{stem}_depth.json"}
+    names["map"] = f"{stem}_depth.tif" if n_points else f"{stem}_optical_depth.tif"
+    if n_points >= 2:
+        names["uncertainty"] = f"{stem}_depth_uncertainty.tif"
+    if png:
+        names["png"] = f"{stem}_optical_depth.png"
+    return {k: out / v for k, v in names.items()}
+
+
+def _frame(arr: np.ndarray, index: int | None, path: Path) -> np.ndarray:
+    """The one frame of ``arr`` to read (channels last)."""
+    layout = describe_layout(arr.shape, "auto")
+    n = layout.n_frames
+    if n == 1 and index in (None, 0):
+        return arr
+    if index is None:
+        raise ValueError(f"{path} holds {n} frames; choose one with --frame I (0 to {n - 1})")
+    if not 0 <= index < n:
+        raise ValueError(f"--frame {index} is out of range: {path} holds {n} frames (0 to {n - 1})")
+    return frames(arr, layout)[index]
+
+
+def _read(path: Path, index: int | None) -> np.ndarray:
+    """Frame ``index`` of an image, a stack or a clip (clips are decoded up to that frame only)."""
+    from ..video.reader import VideoReader, is_video
+
+    if not is_video(path):
+        return _frame(io.load_image(path).array, index, path)
+    with VideoReader(path, warn=False) as clip:
+        n = len(clip)
+        if index is None and n > 1:
+            raise ValueError(f"{path} is a clip of {n} frames; choose one with --frame I (0 to {n - 1})")
+        if index is not None and not 0 <= index < n:
+            raise ValueError(f"--frame {index} is out of range: {path} holds {n} frames (0 to {n - 1})")
+        arr = np.array(clip.frame(index or 0))
+        for note in clip.notes:
+            print(f"clearnet depth: note: {path.name}: {note}", file=sys.stderr)
+        return arr
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    path, out = Path(args.image), Path(args.output)
+    targets = _outputs(path, out, len(args.points), args.png)
+    try:
+        taken = [str(p) for p in targets.values() if p.exists()]
+        if taken and not args.overwrite:
+            raise ValueError(f"outputs exist: {', '.join(taken)}; pass --overwrite to replace them")
+        points = depth.as_points(args.points)
+        arr = _read(path, args.frame)
+        dehazer = resolve_dehazer(args.method, args.model, args.device)
+        hd = drive(depth.estimate(dehazer, arr))
+        fit = hd.fit(points) if points else None
+        if fit is not None:
+            for note in fit.warnings:
+                print(f"clearnet depth: warning: {note}", file=sys.stderr)
+        record = _write(hd, fit, path, targets, args.overwrite)
+    except (ValueError, OSError, RuntimeError) as exc:  # WeightsError is a ValueError
+        print(f"clearnet depth: error: {exc}", file=sys.stderr)
+        return 2
+    print(json_text(record, indent=2))
+    print(f"clearnet depth: {fit.summary() if fit else 'no points: relative depth only'}; wrote "
+          f"{', '.join(str(p) for p in targets.values())}", file=sys.stderr)
+    return 0
+
+
+def _write(hd: depth.HazeDepth, fit: depth.DepthFit | None, source: Path, targets: dict[str, Path],
+           overwrite: bool) -> dict[str, Any]:
+    """Write the maps, then the JSON that names them; returns the JSON's content."""
+    fp = files.fingerprint(source)
+    tau = hd.optical_depth
+    if fit is None:
+        io.write_float_tiff(targets["map"], tau, overwrite=overwrite, source_fingerprint=fp,
+                            description="optical depth tau = -ln t (relative depth, d = tau / beta)")
+    else:
+        io.write_float_tiff(targets["map"], fit.depth(tau), overwrite=overwrite, source_fingerprint=fp,
+                            description=f"depth in metres, d = -ln t / beta, beta = {fit.beta:.6g} /m")
+        se = fit.depth_se(hd.transmission)
+        if se is not None:
+            io.write_float_tiff(targets["uncertainty"], se, overwrite=overwrite, source_fingerprint=fp,
+                                description="standard error of the depth in metres")
+    tau_floor = -math.log(hd.floor + depth.CLAMP_MARGIN)
+    if "png" in targets:
+        io.write_image(targets["png"], tau / np.float32(tau_floor), bit_depth=16, overwrite=overwrite,
+                       source_fingerprint=fp)
+    record: dict[str, Any] = {
+        "source": str(source), "source_fingerprint": fp,
+        "files": {k: str(v) for k, v in targets.items() if k != "json"},
+        "t_floor": hd.floor, "optical_depth_at_floor": tau_floor,
+        "beyond_fraction": float(hd.beyond.mean()),
+    }
+    record.update(fit.to_dict() if fit is not None else {"beta_per_m": None, "visibility_m": None,
+                                                         "note": "no points: relative depth only"})
+    record["provenance"] = hd.provenance
+    files.write_text(targets["json"], json_text(record, indent=2, ensure_ascii=False) + "\n",
+                     overwrite=overwrite)
+    return record

@@ -1,0 +1,458 @@
+"""Arrays in, frames out, and back: the one place that decides how an array is read.
+
+Arrays from cameras, files and napari come in many dtypes, ranges and layouts; the engine wants
+float32 RGB frames in [0, 1]. The rules live here, once, for the API, the CLI and napari: what is
+not unambiguous is refused with a message that says what to pass, never guessed.
+:func:`describe_layout` decides the layout, :func:`pixel_range` the value range (once per array),
+:func:`frames` and :class:`FrameScaler` give the frames, :func:`frame_rgb` makes one RGB, and
+:func:`restore_layout` gives a result the input's layout again (grey stays grey, alpha comes back).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._util.validate import option
+
+__all__ = [
+    "FrameScaler",
+    "Layout",
+    "as_array",
+    "check_value_range",
+    "describe_layout",
+    "frame_rgb",
+    "frames",
+    "pixel_range",
+    "restore_layout",
+    "to_float01",
+]
+
+#: a guessed 8- or 16-bit range must put the brightest colour value at least this high: hazy
+#: photos are bright (their haze is near white), so a guess that leaves the brightest pixel below a
+#: quarter of the range (float data up to 2.5 read as 8-bit, 12-bit data read as 16-bit) is wrong
+MIN_BRIGHTEST = 0.25
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an array maps to frames of RGB: ``frames_shape`` (leading dims), ``channels`` (0 = none,
+    i.e. grey without a channel axis; 1 grey; 3 RGB; 4 RGBA) and the channel axis moved last."""
+
+    frames_shape: tuple[int, ...]
+    height: int
+    width: int
+    channels: int
+    channel_axis: int | None
+
+    @property
+    def n_frames(self) -> int:
+        return int(np.prod(self.frames_shape)) if self.frames_shape else 1
+
+
+def as_array(image: Any) -> Any:
+    """The array behind ``image``, or a ``ValueError`` naming its type.
+
+    numpy and dask arrays pass unchanged (dask stays lazy); torch tensors are detached and
+    copied to the CPU; PIL images are read as :func:`read_image` reads files; anything else with
+    ``__array__`` (zarr, h5py, xarray, nested lists of numbers) goes through ``numpy.asarray``.
+    """
+    if isinstance(image, np.ndarray):
+        return image
+    mod = type(image).__module__.split(".")[0]
+    if mod == "dask":
+        return image
+    if mod == "torch":
+        import torch
+
+        if isinstance(image, torch.Tensor):
+            t = image.detach().cpu()
+            if t.dtype in (torch.bfloat16, torch.float16):
+                t = t.float()
+            if t.is_complex():
+                raise ValueError(f"unsupported pixel dtype {t.dtype}; accepted: bool, integer or float")
+            return t.numpy()
+    if mod == "PIL":
+        from PIL import Image
+
+        from ..io.images import pil_frame
+
+        if isinstance(image, Image.Image):
+            return pil_frame(image)
+    if isinstance(image, str | bytes | os.PathLike):
+        raise ValueError(
+            f"image must be an array, got a {type(image).__name__}; read files with "
+            "napari_clearnet.io.read_image(path) first"
+        )
+    if hasattr(image, "__array__") or isinstance(image, list | tuple):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", np.exceptions.VisibleDeprecationWarning)
+                arr = np.asarray(image)
+        except (ValueError, TypeError, np.exceptions.VisibleDeprecationWarning) as exc:
+            raise ValueError(f"cannot read the {type(image).__name__} as an array: {exc}") from None
+        if arr.dtype == object:
+            raise ValueError(
+                f"the {type(image).__name__} is not a regular array of numbers (ragged rows or "
+                "objects); accepted: numpy, dask, torch, PIL images or nested lists of numbers"
+            )
+        return arr
+    raise ValueError(
+        f"image must be an array (numpy, dask, torch tensor, PIL image or nested lists of numbers), "
+        f"got {type(image).__name__}"
+    )
+
+
+def _trailing_is_ambiguous(shape: tuple[int, ...]) -> bool:
+    """A last axis of 2 or 5+ that is smaller than the two before it looks like channels
+    (grey+alpha, multispectral) as much as like the width of tiny frames."""
+    return len(shape) >= 3 and shape[-1] not in (1, 3, 4) and shape[-1] < min(shape[-3], shape[-2])
+
+
+def describe_layout(shape: tuple[int, ...], channel_axis: int | str | None = "auto") -> Layout:
+    """Decide how to read an array of ``shape``.
+
+    ``"auto"``: 2-D is grey; a last axis of 1, 3 or 4 is channels (grey, RGB, RGBA); otherwise the
+    array is a stack of grey frames. Shapes that read as well one way as another are refused, with
+    the ``channel_axis`` to pass: 3 or 4 before the last two axes (``(3, H, W)``, ``(T, 3, H, W)``:
+    channel-first colour or grey frames?) and a last axis of 2 or 5+ smaller than H and W
+    (``(H, W, 2)``: grey+alpha or 64 frames 2 pixels wide?).
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f"image must have at least 2 dimensions (H, W), got shape {shape}")
+    if any(s == 0 for s in shape):
+        raise ValueError(f"image has an empty dimension: shape {shape}")
+    if isinstance(channel_axis, str) and channel_axis == "auto":
+        if len(shape) == 2:
+            channel_axis = None
+        elif shape[-1] in (1, 3, 4):
+            channel_axis = len(shape) - 1
+        elif shape[-3] in (3, 4) and min(shape[-2:]) > 4:
+            ax = len(shape) - 3
+            raise ValueError(
+                f"shape {shape} is ambiguous: pass {option('channel_axis', ax)} for channel-first colour "
+                f"or {option('channel_axis_none')} for a stack of grey frames"
+            )
+        elif _trailing_is_ambiguous(shape):
+            raise ValueError(
+                f"shape {shape} is ambiguous: its last axis ({shape[-1]}) looks like channels, which "
+                f"need 1 (grey), 3 (RGB) or 4 (RGBA); pass {option('channel_axis_none')} if it is a "
+                "stack of grey frames, or convert the channels first"
+            )
+        else:
+            channel_axis = None
+    if channel_axis is None:
+        return Layout(shape[:-2], shape[-2], shape[-1], 0, None)
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, int | np.integer):
+        raise ValueError(f"channel_axis must be an int, None or 'auto', got {channel_axis!r}")
+    n = len(shape)
+    if not -n <= int(channel_axis) < n:
+        raise ValueError(
+            f"{option('channel_axis')} {channel_axis} is out of range for shape {shape} ({n} axes)"
+        )
+    ax = int(channel_axis) % n
+    c = shape[ax]
+    if c not in (1, 3, 4):
+        raise ValueError(
+            f"channel axis {channel_axis} of shape {shape} has {c} channels; "
+            "accepted: 1 (grey), 3 (RGB) or 4 (RGBA)"
+        )
+    rest = shape[:ax] + shape[ax + 1 :]
+    if len(rest) < 2:
+        raise ValueError(f"shape {shape} has no (H, W) besides the channel axis")
+    return Layout(rest[:-2], rest[-2], rest[-1], c, ax)
+
+
+def native(a: np.ndarray) -> np.ndarray:
+    """Big-endian data (FITS, raw buffers) in native byte order, so ``>u2`` counts as uint16."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    if dtype.kind == "b" or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
+        return
+    raise ValueError(f"unsupported pixel dtype {dtype}; accepted: bool, integer or float arrays")
+
+
+def check_value_range(value_range: Any) -> tuple[float, float]:
+    """``(low, high)``: two finite numbers with high > low."""
+    name = option("value_range")
+    try:
+        if isinstance(value_range, str | bytes):
+            raise TypeError
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two numbers (low, high), got {value_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"{name} must be two finite numbers with high > low, got {value_range!r}")
+    return lo, hi
+
+
+def _min_max_bad(a: Any) -> tuple[float, float, int]:
+    """(min, max, count of NaN/inf) in one pass; dask arrays are read once, chunk by chunk."""
+    if _lazy(a):
+        import dask
+        import dask.array as da
+
+        if np.issubdtype(a.dtype, np.floating):
+            lo, hi, n_bad = dask.compute(da.nanmin(a), da.nanmax(a), (~da.isfinite(a)).sum())
+        else:
+            lo, hi, n_bad = (*dask.compute(a.min(), a.max()), 0)
+        return float(lo), float(hi), int(n_bad)
+    a = native(np.asarray(a))
+    if np.issubdtype(a.dtype, np.floating):
+        lo, hi = _min_max(a)
+        if math.isfinite(lo) and math.isfinite(hi):  # NaN would show in both, inf in one
+            return lo, hi, 0
+        finite = np.isfinite(a)
+        n_bad = int(a.size - np.count_nonzero(finite))
+        if n_bad:
+            if n_bad == a.size:
+                return float("nan"), float("nan"), n_bad
+            return float(a[finite].min()), float(a[finite].max()), n_bad
+    return float(a.min()), float(a.max()), 0
+
+
+def _min_max(a: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a numpy array in one multithreaded pass where torch can view it (NaN if any
+    value is NaN), else numpy's two passes."""
+    if (a.size and a.flags.writeable and a.dtype in (np.float32, np.float64, np.float16)
+            and all(st >= 0 for st in a.strides)):
+        import torch
+
+        try:
+            lo, hi = torch.aminmax(torch.from_numpy(a))
+            return float(lo), float(hi)
+        except (TypeError, RuntimeError, ValueError):
+            pass
+    return float(a.min()), float(a.max())
+
+
+def pixel_range(
+    image: Any, layout: Layout | None = None, value_range: Any = None
+) -> tuple[float, float]:
+    """The ``(low, high)`` that maps the image's colour values to [0, 1], decided once for the
+    whole array (every frame, alpha excluded) so a stack never gets two scales.
+
+    uint8 and uint16 (either byte order) use their full range; bool is {0, 1}; floats in [0, 1]
+    are used as they are; other integers and floats are read as 8-bit (max ≤ 255) or 16-bit
+    (max ≤ 65535) data when that reading leaves the brightest value at least
+    :data:`MIN_BRIGHTEST` of the range. Refused with a message saying what to pass: NaN/inf
+    pixels, negative values, values beyond 16 bits, floats just above 1 (max in (1, 2]: [0, 1]
+    data that overshot, or 8-bit data?) and any other guess that would make the image nearly
+    black (float data up to 2.5 from a raw converter, 12-bit data in int32).
+    """
+    if value_range is not None:
+        return check_value_range(value_range)
+    dtype = np.dtype(image.dtype)
+    _check_dtype(dtype)
+    if dtype.kind == "b":
+        return 0.0, 1.0
+    if dtype.kind == "u" and dtype.itemsize in (1, 2):
+        return 0.0, 255.0 if dtype.itemsize == 1 else 65535.0
+    colour = image
+    if layout is not None and layout.channels == 4:
+        colour = channels_last(image, layout)[..., :3]
+    if int(np.prod(np.shape(colour))) == 0:
+        return 0.0, 1.0
+    return _decide(*_min_max_bad(colour), dtype)
+
+
+def _decide(lo: float, hi: float, bad: int, dtype: np.dtype) -> tuple[float, float]:
+    """The range rule of :func:`pixel_range`, from the colour values' min, max and NaN count."""
+    if bad:
+        raise ValueError(
+            f"image has {bad} NaN or infinite pixel values; replace them first "
+            "(for example numpy.nan_to_num(image))"
+        )
+    if lo < -1e-3:
+        raise ValueError(
+            f"image has negative values (min {lo:g}); pass {option('value_range_hint')} to rescale it"
+        )
+    if hi <= 1.0 + 1e-3:
+        return 0.0, 1.0
+    if np.issubdtype(dtype, np.floating) and hi <= 2.0:
+        raise ValueError(
+            f"float image values reach {hi:g}, just above 1: if it is [0, 1] data that overshot "
+            f"(resampling, sharpening), pass {option('value_range_01_hint')} to clip it; if it is 8-bit "
+            f"data, pass {option('value_range_255_hint')}"
+        )
+    if hi > 65535.0:
+        raise ValueError(f"image values reach {hi:g}, beyond 16-bit range; pass {option('value_range_hint')}")
+    guess = 255.0 if hi <= 255.0 else 65535.0
+    if hi < guess * MIN_BRIGHTEST:  # a guess that would make the image nearly black is no guess
+        kind = "float" if np.issubdtype(dtype, np.floating) else "integer"
+        bits = "8" if guess == 255.0 else "16"
+        raise ValueError(
+            f"{kind} image values reach {hi:g}: read as {bits}-bit data (0-{guess:g}) the image would "
+            f"be nearly black (at most {hi / guess:.1%} bright); if {hi:g} is its white (linear, HDR, "
+            f"12-bit or raw data), pass {_range_hint(_round_up(hi))}; if it is a dark "
+            f"{bits}-bit image, pass {_range_hint(guess)}"
+        )
+    return 0.0, guess
+
+
+def _range_hint(high: float) -> str:
+    """``value_range=(0, high)`` as the caller spells it (``--value-range 0,high`` on the CLI)."""
+    name = option("value_range")
+    return f"{name} 0,{high:g}" if name.startswith("--") else f"{name}=(0, {high:g})"
+
+
+def _round_up(hi: float) -> float:
+    """A tidy white level at or above ``hi`` for messages: 2.5 -> 2.5, 4000 -> 4095 (12 bits)."""
+    if hi >= 64 and hi.is_integer():
+        return float((1 << math.ceil(math.log2(hi + 1))) - 1)
+    tidy = float(f"{hi:.3g}")
+    return tidy if tidy >= hi else hi
+
+
+def _lazy(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "dask"
+
+
+class FrameScaler:
+    """Frames of one array to float32 [0, 1], all on the one range of the whole array.
+
+    In-memory arrays get their range from every frame up front (:func:`pixel_range`). Lazy
+    (dask) arrays are read frame by frame, never all at once: their range is decided on the
+    first frames read, and every later frame is held to it: a frame that would need another
+    range (a dark clip that brightens past 8 bits, a negative value) is refused by its index
+    rather than put on a scale of its own.
+    """
+
+    def __init__(self, image: Any, layout: Layout, value_range: Any = None) -> None:
+        self.layout = layout
+        self.dtype = np.dtype(image.dtype)
+        _check_dtype(self.dtype)
+        fixed = value_range is not None or self.dtype.kind == "b" or (
+            self.dtype.kind == "u" and self.dtype.itemsize in (1, 2))
+        self.range: tuple[float, float] | None = None
+        self.lazy = not fixed and _lazy(image)
+        if not self.lazy:
+            self.range = pixel_range(image, layout, value_range)
+        self._lo, self._hi, self._bad = np.inf, -np.inf, 0
+
+    def scale(self, frames: list[Any], first: int = 0) -> list[np.ndarray]:
+        """``frames`` (channels last, as numpy or lazy blocks) in [0, 1]; ``first`` is the index
+        of the first one in the stack, for messages."""
+        arrs = [native(np.asarray(f)) for f in frames]
+        if self.lazy:
+            for k, a in enumerate(arrs):
+                colour = a[..., :3] if self.layout.channels == 4 else a
+                if colour.size:
+                    lo, hi, bad = _min_max_bad(colour)
+                    self._bad += bad
+                    if bad < colour.size:
+                        self._lo, self._hi = min(self._lo, lo), max(self._hi, hi)
+                try:
+                    now = _decide(self._lo, self._hi, self._bad, self.dtype)
+                except ValueError as exc:
+                    raise ValueError(f"frame {first + k}: {exc}") from None
+                if self.range is None:
+                    self.range = now
+                elif now != self.range:
+                    raise ValueError(
+                        f"frame {first + k} reaches {self._hi:g}, beyond the range {self.range} the "
+                        f"frames before it were read with (a lazy array is read as it goes); pass "
+                        f"{option('value_range_hint')} for the whole stack"
+                    )
+        assert self.range is not None or not arrs
+        # the engine only reads its frames: float32 frames in [0, 1] are not copied
+        return [to_float01(a, self.range, copy=False) for a in arrs]
+
+
+def _moveaxis(arr: Any, src: int, dst: int) -> Any:
+    if _lazy(arr):
+        import dask.array as da
+
+        return da.moveaxis(arr, src, dst)
+    return np.moveaxis(np.asarray(arr), src, dst)
+
+
+def channels_last(image: Any, layout: Layout) -> Any:
+    """``image`` with its channel axis (if any) moved last; lazy arrays stay lazy."""
+    if layout.channel_axis is not None and layout.channel_axis != len(np.shape(image)) - 1:
+        return _moveaxis(image, layout.channel_axis, -1)
+    return image
+
+
+def frames(image: Any, layout: Layout) -> Any:
+    """The array as ``(n_frames, H, W[, C])`` with the channels last (a view where possible; lazy
+    arrays stay lazy, so a frame is read when it is indexed)."""
+    tail = (layout.height, layout.width) + ((layout.channels,) if layout.channels else ())
+    return channels_last(image, layout).reshape((layout.n_frames, *tail))
+
+
+def frame_rgb(frame: np.ndarray, channels: int) -> np.ndarray:
+    """A float frame in [0, 1] as (H, W, 3): grey is repeated, alpha is set aside."""
+    if channels == 0:
+        return np.repeat(frame[..., None], 3, axis=-1)
+    if channels == 1:
+        return np.repeat(frame, 3, axis=-1)
+    return np.ascontiguousarray(frame[..., :3])
+
+
+def restore_layout(j: np.ndarray, image: Any, layout: Layout, value_range: Any = None) -> np.ndarray:
+    """Give the (n, H, W, 3) result ``j`` the input's layout: grey stays grey, alpha comes back
+    unchanged (scaled like the input's values), the channel axis goes back where it was."""
+    fs, h, w = layout.frames_shape, layout.height, layout.width
+    if layout.channels == 0:
+        out = j.mean(-1).reshape((*fs, h, w))
+    elif layout.channels == 1:
+        out = j.mean(-1, keepdims=True).reshape((*fs, h, w, 1))
+    elif layout.channels == 4:
+        alpha = to_float01(np.asarray(channels_last(image, layout)[..., 3:4]), value_range)
+        out = np.concatenate([j.reshape((*fs, h, w, 3)), alpha.reshape((*fs, h, w, 1))], -1)
+    else:
+        out = j.reshape((*fs, h, w, 3))
+    if layout.channel_axis is not None and layout.channel_axis != len(np.shape(image)) - 1:
+        out = np.moveaxis(out, -1, layout.channel_axis)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def to_float01(array: Any, value_range: Any = None, *, copy: bool = True) -> np.ndarray:
+    """Convert pixel values to float32 in [0, 1] without touching the input.
+
+    ``value_range`` (low, high) maps low to 0 and high to 1 (values outside are clipped), e.g.
+    ``(0, 4095)`` for a 12-bit camera; without it the range is decided from the whole array by
+    :func:`pixel_range` (uint8/uint16 full range, floats in [0, 1] as they are, …). With
+    ``copy=False`` a float32 array already in [0, 1] comes back as it is, for callers that only
+    read it.
+    """
+    a = native(np.asarray(array))
+    _check_dtype(a.dtype)
+    if a.dtype == bool:
+        return a.astype(np.float32)
+    if value_range is None:
+        value_range = pixel_range(a)
+    lo, hi = check_value_range(value_range)
+    if lo == 0.0 and a.dtype.kind == "u" and a.dtype.itemsize in (1, 2) and hi == (255.0, 65535.0)[
+            a.dtype.itemsize - 1]:
+        f = a.astype(np.float32)
+        f /= hi  # in place: no second full-size copy
+        return f
+    if not copy and a.dtype == np.float32 and lo == 0.0 and hi == 1.0 and a.size:
+        low, high = _min_max(a)
+        if low >= 0.0 and high <= 1.0:  # False for NaN
+            return a  # already what the engine works on, and the caller only reads it
+    # floats are scaled in float32, other integers in float64 (exact for 32-bit values)
+    work = np.float32 if np.issubdtype(a.dtype, np.floating) else np.float64
+    if lo == 0.0 and hi == 1.0:
+        out = a.astype(work, copy=True)
+    elif lo == 0.0:
+        out = a.astype(work) / work(hi)
+    else:
+        out = (a.astype(work) - work(lo)) / work(hi - lo)
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).sum())
+        raise ValueError(
+            f"image has {bad} NaN or infinite pixel values; replace them first "
+            "(for example numpy.nan_to_num(image))"
+        )
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)

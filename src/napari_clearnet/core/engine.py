@@ -1,0 +1,436 @@
+"""The engine: a loaded method that turns frames into clear frames, and the public ``dehaze()``.
+
+A :class:`Dehazer` holds an :class:`~napari_clearnet.estimators.Estimator` on a device and does
+what is the same for every method:
+
+* batching: the working copies of up to ``batch_size`` frames go through one estimate (a single
+  frame is a batch of one; never more than ``BATCH_PIXELS`` full-resolution pixels at once);
+* temporal smoothing, with one path: each frame's A and haze amount s blend with the previous
+  frame's, and the frames whose A or s moved are estimated again with the blended values;
+* the user's adjustments of t (``strength``, ``sky_protection``);
+* recovery at full resolution, in strips of rows, so only strip-sized temporaries exist.
+
+:func:`dehaze` is the one entry point scripts, the CLI and napari share (they all drive
+:func:`napari_clearnet.run.run`); :func:`load_model` loads a method once for many images and
+:func:`cached_model` once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._util.validate import (
+    check_airlight,
+    check_number,
+    check_sky_protection,
+    check_strength,
+    check_t0,
+    option,
+)
+from ..choices import METHODS
+from . import dcp, physics, threads
+from .arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
+from .buffers import Buffers
+from .checks import check_frame, probe_weights
+from .devices import pick_device
+from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
+from .model import ClearNet
+from .recovery import recover_frame
+
+__all__ = [
+    "METHODS",
+    "Dehazer",
+    "FrameResult",
+    "cached_model",
+    "dehaze",
+    "load_model",
+    "pick_device",
+    "resolve_dehazer",
+]
+
+#: pixels per strip of the full-resolution pass at most (``strip_pixels``); bounds peak memory
+DEFAULT_STRIP_PIXELS = 4_000_000
+#: frames whose working copies go through the estimator together (video and stacks)
+DEFAULT_BATCH_SIZE = 8
+#: at most this many full-resolution pixels are held for one batch of frames
+BATCH_PIXELS = 16_000_000
+#: at most this many airlight source pixels are reported per frame (the most haze-opaque ones)
+MAX_SOURCES = 500
+#: sky protection K each method uses unless told otherwise: ClearNet's was chosen on the paired
+#: validation splits together with the shipped recipe and passes the sky check on the real photos
+#: with sky; the DCP stays the classic method
+DEFAULT_SKY_PROTECTION = {"clearnet": 0.2, "dcp": 0.0}
+#: σ of the sky protection's flatness gate (see :func:`physics.sky_tolerance`), chosen with K
+SKY_SMOOTH = 0.02
+
+
+@dataclass
+class FrameResult:
+    """One frame: J (H, W, 3), t (H, W), A (3,), the raw t, ClearNet's haze amount s (None for the
+    DCP), the (low, high) pixel values the frame was read with, and the (k, 2) row/column of the
+    pixels A was taken from (None when A was given)."""
+
+    image: np.ndarray
+    transmission: np.ndarray
+    airlight: np.ndarray
+    transmission_raw: np.ndarray | None = None
+    scale: float | None = None
+    value_range: tuple[float, float] | None = None
+    sources: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Params:
+    """The checked per-run parameters every frame of a run uses."""
+
+    t0: float
+    strength: float
+    sky_protection: float
+    strip_pixels: int
+    with_raw: bool
+
+
+#: the previous frame's (A, s), which temporal smoothing blends with
+_Previous = tuple[np.ndarray | None, float | None]
+
+
+def _check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+class Dehazer:
+    """A loaded method on a device: call :meth:`dehaze` on many images without reloading."""
+
+    def __init__(
+        self,
+        method: str = "clearnet",
+        model: ClearNet | None = None,
+        *,
+        device: str | torch.device = "auto",
+        model_name: str | None = None,
+        sha256: str | None = None,
+        dcp_params: dcp.DCPParams | None = None,
+        half: bool | None = None,
+        compile: bool = False,
+    ) -> None:
+        dev = pick_device(device)
+        if _check_method(method) == "dcp":
+            self.estimator: Estimator = DCPEstimator(dcp_params or dcp.DCPParams(), dev)
+        elif model is None:
+            raise ValueError("method 'clearnet' needs a model; use load_model()")
+        else:
+            self.estimator = ClearNetEstimator(model, dev, half=half, compile=compile, name=model_name,
+                                               sha256=sha256)
+        #: the full-resolution pass's scratch, reused across strips and frames (one set per thread)
+        self.buffers = Buffers()
+
+    @property
+    def method(self) -> str:
+        return self.estimator.method
+
+    @property
+    def device(self) -> torch.device:
+        return self.estimator.device
+
+    @property
+    def model(self) -> ClearNet | None:
+        """The network (in its ordinary layout, for saving or training); None for the DCP."""
+        return getattr(self.estimator, "model", None)
+
+    @property
+    def half(self) -> bool:
+        return bool(getattr(self.estimator, "half", False))
+
+    @property
+    def t0(self) -> float:
+        return self.estimator.recovery_t0(None)
+
+    def resolve_sky(self, k: float | None) -> float:
+        """The sky protection K a run uses: ``None`` means this method's default."""
+        return DEFAULT_SKY_PROTECTION[self.method] if k is None else check_sky_protection(k)
+
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        """What produced an output: method, model, weights checksum, device and parameters."""
+        from .._version import __version__
+
+        own = self.estimator.provenance()
+        p: dict[str, Any] = {"method": self.method, "model": own.pop("model"), "sha256": own.pop("sha256"),
+                             "device": str(self.device), "precision": own.pop("precision"),
+                             "napari_clearnet": __version__, **own}
+        p.update(extra)
+        return p
+
+    # ------------------------------------------------------------------ frames
+    def iter_frames(
+        self,
+        image: Any,
+        *,
+        channel_axis: int | str | None = "auto",
+        value_range: tuple[float, float] | None = None,
+        airlight: Any = None,
+        t0: float | None = None,
+        temporal_smoothing: float = 0.0,
+        strip_pixels: int = DEFAULT_STRIP_PIXELS,
+        with_raw: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+        sky_protection: float | None = None,
+        strength: float = 1.0,
+    ) -> Iterator[tuple[int, int, FrameResult]]:
+        """Yield ``(index, n_frames, FrameResult)`` frame by frame; frames of lazy (dask) arrays
+        are read when their batch comes, never all at once. ``temporal_smoothing`` in [0, 1)
+        blends each frame's A and haze amount s with the previous frame's (exponential moving
+        average) so a clip does not flicker; batched or not, the results are the same.
+        ``out`` = (J (n, H, W, 3), t (n, H, W)) float32 arrays receive the frames in place of
+        new ones. See :func:`dehaze` for the other parameters.
+        """
+        with self._threads():  # the whole run, reading the input's range included
+            yield from self._iter_frames(image, channel_axis, value_range, airlight, t0, temporal_smoothing,
+                                         strip_pixels, with_raw, batch_size, out, sky_protection, strength)
+
+    def _iter_frames(
+        self, image: Any, channel_axis: int | str | None, value_range: tuple[float, float] | None,
+        airlight: Any, t0: float | None, temporal_smoothing: float, strip_pixels: int, with_raw: bool,
+        batch_size: int, out: tuple[np.ndarray, np.ndarray] | None, sky_protection: float | None,
+        strength: float,
+    ) -> Iterator[tuple[int, int, FrameResult]]:
+        image = as_array(image)
+        layout = describe_layout(tuple(np.shape(image)), channel_axis)
+        smoothing = check_number(temporal_smoothing, "temporal_smoothing", "[0, 1)")
+        batch_size = check_number(batch_size, "batch_size", "[1, inf)", integer=True)
+        params = _Params(
+            t0=self.estimator.recovery_t0(check_t0(t0)), strength=check_strength(strength),
+            sky_protection=self.resolve_sky(sky_protection), with_raw=bool(with_raw),
+            strip_pixels=check_number(strip_pixels, "strip_pixels", "[1, inf)", integer=True),
+        )
+        a_fixed = None if airlight is None else check_airlight(airlight)
+        # one range for the whole array (every frame, alpha excluded): a stack never gets two scales
+        scaler = FrameScaler(image, layout, value_range)
+        stack = frames(image, layout)
+        n = layout.n_frames
+        k = max(1, min(batch_size, BATCH_PIXELS // max(1, layout.height * layout.width),
+                       self.estimator.max_batch or batch_size))
+        prev: _Previous = (None, None)
+        for start in range(0, n, k):
+            idx = range(start, min(n, start + k))
+            with self._threads():  # counted again per batch: the load of other programs comes and goes
+                scaled = scaler.scale([stack[i] for i in idx], idx[0])
+                rgbs = [frame_rgb(f, layout.channels) for f in scaled]
+                slots = [None if out is None else (out[0][i], out[1][i]) for i in idx]
+                batch = self._batch(rgbs, a_fixed, prev, smoothing, params, slots, start if n > 1 else None)
+                for i, res in zip(idx, batch, strict=True):
+                    res.value_range = scaler.range
+                    prev = (res.airlight, res.scale)
+                    yield i, n, res
+
+    def _to_device(self, frame: np.ndarray) -> torch.Tensor:
+        """(1, 3, H, W) channels-last view of an (H, W, 3) float32 frame; pinned + async on CUDA."""
+        x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            x = x.to(self.device)
+        return x.permute(2, 0, 1)[None]
+
+    @torch.inference_mode()
+    def _batch(
+        self, rgbs: list[np.ndarray], a_fixed: np.ndarray | None, prev: _Previous, smoothing: float,
+        params: _Params, slots: list[tuple[np.ndarray, np.ndarray] | None], first: int | None = None,
+    ) -> Iterator[FrameResult]:
+        """Estimate a batch of same-size frames, smooth A and s, adjust t, recover each frame and
+        check it (:func:`~napari_clearnet.checks.check_frame`; ``first``: the batch's first frame
+        index, for messages)."""
+        est = self.estimator
+        xs = [self._to_device(rgb) for rgb in rgbs]
+        lows_list = [est.reduce(x) for x in xs]
+        lows = lows_list[0] if len(xs) == 1 else torch.cat(lows_list)
+        a_in = None
+        if a_fixed is not None:  # a real (m, 3) tensor, not an expand()ed view: smoothing writes rows
+            a_in = torch.as_tensor(a_fixed, dtype=torch.float32, device=self.device).reshape(1, 3)
+            a_in = a_in.repeat(len(xs), 1)
+        e = est.estimate(lows, a_in)
+        if smoothing > 0 and (a_fixed is None or est.has_scale):
+            self._smooth(e, lows, prev, smoothing, a_fixed)
+        t = physics.sky_tolerance(physics.apply_strength(e.t, params.strength), lows, e.airlight,
+                                  params.sky_protection, SKY_SMOOTH)
+        for j, x in enumerate(xs):
+            s = slice(j, j + 1)
+            rows = est.rows_at_full_resolution(lows[s], t[s], tuple(x.shape[-2:]), self.buffers)
+            j_out, t_out = recover_frame(x, rows, e.airlight[s], params.t0, params.strip_pixels, slots[j],
+                                         self.buffers)
+            raw = None
+            if params.with_raw:
+                raw = physics.resize(e.t_raw[s], tuple(x.shape[-2:]))[0, 0].clamp(0, 1).cpu().numpy()
+            res = FrameResult(j_out, t_out, e.airlight[j].cpu().numpy().astype(np.float32), raw)
+            check_frame(j_out, t[s], res.airlight, x, None if first is None else first + j)
+            res.scale = None if e.scale is None else float(e.scale[j])
+            res.sources = None if e.sources is None else self._sources(e.sources[j], lows.shape[-2:],
+                                                                       x.shape[-2:])
+            yield res
+
+    def _threads(self) -> AbstractContextManager[Any]:
+        """On the CPU, one torch thread per core other programs leave free (:mod:`.threads`)."""
+        return threads.adapted() if self.device.type == "cpu" else nullcontext()
+
+    def _smooth(self, e: Estimate, lows: torch.Tensor, prev: _Previous, smoothing: float,
+                a_fixed: np.ndarray | None) -> None:
+        """Blend each frame's A and s with the previous frame's (a fixed A stays fixed; the DCP has
+        no s) and estimate again, with the blended values, the frames that had a previous one."""
+        a_prev, s_prev = prev
+        a_now = e.airlight.cpu().numpy()
+        s_now = None if e.scale is None else e.scale.cpu().numpy()
+        redo, a_use, s_use = [], [], []
+        for j in range(len(a_now)):
+            s_j = None if s_now is None else float(s_now[j])
+            if a_prev is None:
+                a_prev, s_prev = a_now[j], s_j
+                continue
+            a_prev = a_fixed if a_fixed is not None else smoothing * a_prev + (1 - smoothing) * a_now[j]
+            s_prev = None if s_j is None or s_prev is None else smoothing * s_prev + (1 - smoothing) * s_j
+            redo.append(j)
+            a_use.append(a_prev)
+            s_use.append(s_prev)
+        if not redo:
+            return
+        a_t = torch.as_tensor(np.stack(a_use), dtype=torch.float32, device=self.device)
+        s_t = None if None in s_use else torch.as_tensor(s_use, dtype=torch.float32, device=self.device)
+        e.update(redo, self.estimator.estimate(lows if len(redo) == len(a_now) else lows[redo], a_t, s_t))
+
+    def _sources(self, idx: torch.Tensor, low_shape: Any, full_shape: Any) -> np.ndarray:
+        """(k, 2) full-resolution row/column of the first ``MAX_SOURCES`` source pixels (pixel
+        centres of the working copy, mapped onto the frame's grid)."""
+        (h, w), (height, width) = low_shape, full_shape
+        flat = idx[:MAX_SOURCES].cpu().numpy()
+        yx = np.stack([flat // w, flat % w], axis=1).astype(np.float64)
+        yx = (yx + 0.5) * np.array([height / h, width / w]) - 0.5
+        return yx.astype(np.float32)
+
+    # ------------------------------------------------------------------ whole arrays
+    def dehaze(self, image: Any, *, progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> Any:
+        """Dehaze an image or a stack; see :func:`napari_clearnet.dehaze` for the parameters."""
+        from .run import drive, run
+
+        return drive(run(self, image, **kwargs), progress)
+
+
+def load_model(
+    model: str | os.PathLike | None = None,
+    *,
+    method: str = "clearnet",
+    device: str | torch.device = "auto",
+    dcp_params: dcp.DCPParams | None = None,
+    half: bool | None = None,
+    compile: bool = False,
+    tqdm_class: type | None = None,
+) -> Dehazer:
+    """Load a method once for many images.
+
+    ``model`` is a registry name (default: the bundled ``clearnet-default``), a local
+    ``.safetensors`` path, or ``hf://org/repo/file.safetensors``; ignored for ``method="dcp"``.
+    ``tqdm_class`` (e.g. ``napari.utils.progress``) shows a download's bytes.
+    """
+    if _check_method(method) == "dcp":
+        return Dehazer("dcp", device=device, dcp_params=dcp_params)
+    from ..weights import DEFAULT_MODEL, build_model, read_weights, resolve, sha256_file
+
+    path, name = resolve(model or DEFAULT_MODEL, tqdm_class=tqdm_class)
+    state, config, _ = read_weights(path)
+    net = build_model(state, config, source=str(path))
+    dehazer = Dehazer("clearnet", net, device=device, model_name=name, sha256=sha256_file(path), half=half,
+                      compile=compile)
+    probe_weights(dehazer, str(path))  # finite weights can still overflow: refused before any image
+    return dehazer
+
+
+#: loaded methods per (method, model, device[, file stamp]): the one cache of the package, shared
+#: by :func:`dehaze`, the napari widgets and the napari commands
+_CACHE: dict[tuple, Dehazer] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_model(
+    model: str | os.PathLike | None = None, *, method: str = "clearnet", device: str | torch.device = "auto",
+    tqdm_class: type | None = None,
+) -> Dehazer:
+    """:func:`load_model`, but each (method, model, device) is loaded once per process.
+
+    A local weights file is keyed by its size and modification time as well, so a file retrained
+    in between is loaded again while an unchanged one is reused. Thread-safe: a GUI worker and a
+    script may ask at the same time (loading a Hub model not cached yet downloads it, so call this
+    from a worker thread in a GUI).
+    """
+    dev = str(pick_device(device))
+    name = None if model is None or method == "dcp" else str(model)
+    key: tuple = (method, name, dev)
+    if name is not None and Path(name).is_file():
+        st = Path(name).stat()
+        key += (st.st_size, st.st_mtime_ns)
+    with _CACHE_LOCK:
+        dehazer = _CACHE.get(key)
+        if dehazer is None:
+            dehazer = load_model(model, method=method, device=device, tqdm_class=tqdm_class)
+            _CACHE[key] = dehazer
+        return dehazer
+
+
+def dehaze(
+    image: Any,
+    *,
+    method: str | None = None,
+    model: str | os.PathLike | Dehazer | None = None,
+    device: str | torch.device = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Remove haze from an image or a stack of frames; returns a :class:`~napari_clearnet.run.DehazeResult`.
+
+    ``image``: H×W (grey), H×W×1, H×W×3 (RGB), H×W×4 (RGBA, alpha passed through) or stacks
+    …×H×W×C, as uint8, uint16, other integers, bool or float (numpy, dask, torch, PIL images or
+    nested lists; see :func:`arrays.pixel_range` for how values are read). ``method`` is
+    ``"clearnet"`` (the default) or ``"dcp"``; ``model`` a registry name, a path, an ``hf://``
+    address or a :class:`Dehazer` from :func:`load_model` (whose method ``method`` must match).
+    ``progress(done, total)`` is called after every frame.
+
+    Keyword arguments (see :func:`napari_clearnet.run.run`): ``channel_axis``, ``value_range``;
+    ``airlight`` overrides A; ``t0`` the lower bound of t in the recovery; ``temporal_smoothing``
+    in [0, 1) steadies A and the haze amount along a stack; ``strip_pixels`` bounds the memory of
+    the full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
+    stack share one estimate; ``sky_protection`` K keeps flat regions within K of the airlight
+    (bright skies, dense fog) from being amplified into rings, blotches and noise, at the price of
+    leaving more haze there (``None``: the method's default, :data:`DEFAULT_SKY_PROTECTION`, 0.2
+    for ClearNet and off for the DCP; 0 = off); ``strength`` scales the estimated haze amount (the
+    optical depth −ln t): 1 = the model's estimate, 0 = no change, >1 = more, like a photo
+    editor's dehaze slider; ``with_raw`` adds the method's raw t, ``with_sources`` the airlight's
+    source pixels. The input is never modified.
+    """
+    return resolve_dehazer(method, model, device).dehaze(image, progress=progress, **kwargs)
+
+
+def resolve_dehazer(method: str | None, model: str | os.PathLike | Dehazer | None, device: str | torch.device
+                    ) -> Dehazer:
+    """The loaded method the API's ``method``, ``model`` and ``device`` arguments name: a given
+    :class:`Dehazer` (whose method ``method`` must match), else one from :func:`cached_model`."""
+    if method is not None:
+        _check_method(method)
+    if method == "dcp" and model is not None and not isinstance(model, Dehazer):  # G24: never ignored
+        raise ValueError(f"{option('model')} {model!r} is given, but method 'dcp' uses no weights; leave "
+                         f"out {option('model')}, or use method 'clearnet' with it")
+    if isinstance(model, Dehazer):
+        if method is not None and method != model.method:
+            raise ValueError(
+                f"method={method!r} but the given Dehazer runs {model.method!r}; pass a Dehazer of "
+                f"load_model(method={method!r}) or leave method out"
+            )
+        return model
+    return cached_model(model, method=method or "clearnet", device=device)
