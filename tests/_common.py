@@ -122,8 +122,8 @@ def write_hazy(folder: Path, n: int, seed: int = 0, gt: Path | None = None) -> N
     """Hazy images made with the scattering model (depth grows towards the top), RESIDE naming."""
     import torch
 
+    from napari_clearnet import io
     from napari_clearnet.core import physics
-    from napari_clearnet.io import images as io
 
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -147,7 +147,7 @@ def write_png(path: Path, seed: int = 0, size: tuple[int, int] = (24, 32), dtype
     """An RGB PNG of noise, 8- or 16-bit; returns its pixels."""
     from PIL import Image
 
-    from napari_clearnet.io import images as io
+    from napari_clearnet import io
 
     rng = np.random.default_rng(seed)
     top = 255 if dtype == np.uint8 else 65535

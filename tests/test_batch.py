@@ -19,10 +19,9 @@ import tifffile
 from _common import CLEARNET, cli, photo, png_bytes, run_dcp, write_png
 from PIL import Image
 
-from napari_clearnet.batch import runner as batch
+from napari_clearnet import api, batch, io
+from napari_clearnet.batch import loop, runner
 from napari_clearnet.cli import main
-from napari_clearnet.core import engine
-from napari_clearnet.io import images as io
 
 
 def test_folder_with_corrupt_file_and_existing_output(folder: Path, tmp_path: Path, capsys) -> None:
@@ -126,7 +125,7 @@ def test_unexpected_errors_and_memory_errors_are_per_file(tmp_path: Path, monkey
             raise TypeError("a bug somewhere")
         return real(dehazer, plan, opts)
 
-    monkeypatch.setattr(batch, "process_file", flaky)
+    monkeypatch.setattr(runner, "process_file", flaky)
     assert run_dcp(tmp_path / "in", "-o", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "a.png: not enough memory" in err and "b.png: unexpected TypeError: a bug somewhere" in err
@@ -218,7 +217,7 @@ def test_ctrl_c_mid_folder_then_skip_existing_resumes(
         done.append(plan.source)
         return real(dehazer, plan, opts)
 
-    monkeypatch.setattr(batch, "process_file", interrupt_after_two)
+    monkeypatch.setattr(runner, "process_file", interrupt_after_two)
     assert run_dcp(folder, "-o", out) == 130
     assert "--skip-existing" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a_dehazed.png", "b_dehazed.png"]  # no .part
@@ -291,15 +290,15 @@ def test_terminating_signal_mid_write_leaves_no_partial_file(tmp_path, monkeypat
 
 def test_weights_load_once_per_run(folder: Path, tmp_path: Path, monkeypatch) -> None:
     calls = []
-    real = engine.load_model
-    monkeypatch.setattr(batch, "load_model", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = api.load_model
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: calls.append(k) or real(*a, **k))
     assert main(["dehaze", str(folder), "-o", str(tmp_path / "o"), "--no-progress", "--device", "cpu"]) == 1
     assert len(calls) == 1 and calls[0]["method"] == "clearnet"
     assert len(list((tmp_path / "o").iterdir())) == 3
 
 
 def test_dehaze_files_from_a_script(folder: Path, tmp_path: Path) -> None:
-    dehazer = engine.load_model(method="dcp", device="cpu")
+    dehazer = api.load_model(method="dcp", device="cpu")
     report = batch.dehaze_files([folder / "a.png"], tmp_path / "o", dehazer=dehazer, format="png")
     assert report.exit_code == 0 and [p.name for p in report.written] == ["a_dehazed.png"]
     with pytest.raises(batch.BatchError, match=r"^format must be one of"):  # Python: argument names

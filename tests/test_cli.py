@@ -15,9 +15,9 @@ import tifffile
 from _common import cli, photo, run_dcp
 from PIL import Image
 
+from napari_clearnet import io
 from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
 from napari_clearnet.cli import main
-from napari_clearnet.io import images as io
 
 
 def test_overwrite_and_skip_existing_are_exclusive(folder: Path, tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_choices_come_from_the_core(capsys) -> None:
 
 def test_messages_name_flags_on_the_command_line_and_arguments_in_python(tmp_path: Path, capsys) -> None:
     """The same mistakes: the CLI names its flags; Python callers of batch get their arguments."""
-    from napari_clearnet.batch import runner as batch
+    from napari_clearnet import batch
 
     photo(tmp_path / "a.png")
     for flags, cli_words, py_kwargs, py_words in (

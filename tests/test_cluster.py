@@ -13,11 +13,11 @@ from _common import photo, write_clip
 
 pytest.importorskip("distributed")
 
-from napari_clearnet._util.files import read_tag
+from napari_clearnet import io
 from napari_clearnet.batch import dehaze_files
 from napari_clearnet.batch.cluster import connect
+from napari_clearnet.batch.inputs import read_tag
 from napari_clearnet.cli import main
-from napari_clearnet.io import images as io
 from napari_clearnet.video import VideoReader
 
 
@@ -60,11 +60,11 @@ def test_local_cluster_matches_one_process_names_failures_and_resumes(tmp_path: 
     (tmp_path / "two" / "p1_dehazed.png").unlink()
     (tmp_path / "two" / "clip_dehazed.mp4").unlink()
     with connect(workers=2) as client:
-        loaded = client.run(lambda: len(__import__("napari_clearnet.core.engine").engine._CACHE))
+        loaded = client.run(lambda: len(__import__("napari_clearnet.api").api._CACHE))
         assert list(loaded.values()) == [0, 0]  # nothing loaded before the batch
         report = dehaze_files([src], tmp_path / "two", client=client, skip_existing=True,
                               save_transmission=True, progress=False)
-        loaded = client.run(lambda: len(__import__("napari_clearnet.core.engine").engine._CACHE))
+        loaded = client.run(lambda: len(__import__("napari_clearnet.api").api._CACHE))
     assert list(loaded.values()) == [1, 1]  # each worker loaded the model once
     assert sorted(p.name for p in report.written) == ["clip_dehazed.mp4", "p1_dehazed.png"]
     assert len(report.skipped) == 2 and [f for f, _ in report.failed] == [str(src / "broken.png")]

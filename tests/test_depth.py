@@ -212,8 +212,8 @@ def test_fit_on_the_sample_with_measured_stereo_depth(method):
 
 # ------------------------------------------------------------------------------ command line
 def test_cli_writes_metric_depth_uncertainty_and_json(tmp_path, capsys):
+    from napari_clearnet import io
     from napari_clearnet.cli import main
-    from napari_clearnet.io import images as io
 
     clean, d = tilted_plane()
     img = io.write_image(tmp_path / "plane.png", haze_with(clean, d, BETA))
@@ -234,7 +234,7 @@ def test_cli_writes_metric_depth_uncertainty_and_json(tmp_path, capsys):
     assert metres.dtype == np.float32 and metres.shape == d.shape and se.shape == d.shape
     assert np.median(np.abs(metres / d - 1)) < 0.08
     assert io.read_image(tmp_path / "out" / "plane_optical_depth.png").dtype == np.uint16
-    from napari_clearnet._util.files import read_tag
+    from napari_clearnet.batch.inputs import read_tag
 
     assert read_tag(tmp_path / "out" / "plane_depth.tif") == record["source_fingerprint"]
 
@@ -280,7 +280,7 @@ def test_extreme_distances_are_refused_by_name_not_a_division_by_zero(tmp_path) 
     from _common import cli
     from _gen import hazy as review_photo
 
-    from napari_clearnet.io import images as io
+    from napari_clearnet import io
 
     io.write_image(tmp_path / "photo.png", review_photo())
     r = cli("depth", "photo.png", "-o", "out", "--method", "dcp", "--point", "10,10,1e300", cwd=tmp_path)

@@ -91,7 +91,7 @@ def test_local_workers_are_bounded_by_the_machine_unless_forced(tmp_path: Path, 
     # G9: --workers N was not limited (about 380 MB per worker process)
     import os
 
-    from napari_clearnet.io import images as io
+    from napari_clearnet import io
 
     io.write_image(tmp_path / "a.png", hazy())
     n = (os.cpu_count() or 1) + 1
@@ -106,7 +106,7 @@ def test_local_workers_are_bounded_by_the_machine_unless_forced(tmp_path: Path, 
 # ------------------------------------------------------------------------------------------ G24
 def test_a_model_given_with_the_dcp_is_refused_not_ignored(tmp_path: Path, capsys) -> None:
     # G24: `--method dcp --model nope` exited 0 without even looking the model up (dehaze and depth)
-    from napari_clearnet.io import images as io
+    from napari_clearnet import io
 
     io.write_image(tmp_path / "photo.png", hazy())
     assert main(["dehaze", str(tmp_path / "photo.png"), "-o", str(tmp_path / "o"), "--method", "dcp",

@@ -13,7 +13,7 @@ from _common import cli
 from _gen import hazy
 from PIL import Image
 
-from napari_clearnet.io import images as io
+from napari_clearnet import io
 
 
 def test_cielab_tiff_is_converted_to_rgb_not_read_as_rgb(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from _common import REPO, TINY, png_bytes, train_cli, training_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_clearnet.io import images as io
+from napari_clearnet import io
 from training.config import TrainConfig, load_config
 from training.data import HazyCrops, find_hazy_images, find_pairs, split_train_val
 

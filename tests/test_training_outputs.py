@@ -19,8 +19,7 @@ import yaml
 from _common import REPO, TINY, strict_json, train_cli, training_config, write_hazy
 
 import napari_clearnet
-from napari_clearnet import weights
-from napari_clearnet.io import images as io
+from napari_clearnet import io, weights
 from training.__main__ import main as training_main
 from training.checkpoints import load_checkpoint
 from training.data import read_ids_file

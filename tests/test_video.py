@@ -12,7 +12,7 @@ import pytest
 from _common import clip_facts, photo, write_clip
 
 import napari_clearnet as nc
-from napari_clearnet._util.files import read_tag
+from napari_clearnet.batch.inputs import read_tag
 from napari_clearnet.cli import main
 from napari_clearnet.core.run import drive, run
 from napari_clearnet.video import VideoReader, probe

@@ -320,8 +320,7 @@ def test_uncached_hub_model_downloads_in_the_worker(make_napari_viewer, qtbot, t
     from _hub import HubServer, registry_entry, tiny_weights, use_hub
     from napari.utils import progress
 
-    from napari_clearnet import weights
-    from napari_clearnet.core import engine
+    from napari_clearnet import api, weights
 
     data, _ = tiny_weights(tmp_path / "tiny.safetensors")
     with HubServer() as hub:
@@ -332,7 +331,7 @@ def test_uncached_hub_model_downloads_in_the_worker(make_napari_viewer, qtbot, t
         use_hub(monkeypatch, hub.url, tmp_path / "hf")
         monkeypatch.setenv(weights.REGISTRY_ENV, str(reg))
         monkeypatch.setenv(weights.TIMEOUT_ENV, "3")
-        monkeypatch.setattr(engine, "_CACHE", {})
+        monkeypatch.setattr(api, "_CACHE", {})
         bars: list = []  # napari progress bars made, and whether on the GUI thread
         seen = lambda e: bars.extend((p, threading.current_thread() is threading.main_thread())  # noqa: E731
                                      for p in e.added)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from napari_clearnet import io
 from napari_clearnet.core import arrays, physics
-from napari_clearnet.io import images as io
 
 from .config import TrainConfig
 

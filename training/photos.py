@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_clearnet import api, io
 from napari_clearnet._util.files import write_text
 from napari_clearnet._util.validate import json_text
 from napari_clearnet.analysis import metrics
-from napari_clearnet.core import engine
-from napari_clearnet.io import images as io
 
 from .data import find_hazy_images, load_rgb
 from .evaluate import DCP, make_grid
@@ -55,9 +54,9 @@ def photos(
     ``scores.md`` / ``scores.json`` to ``out`` and, with ``sheet``, the photos whose file names
     (without suffix) are in ``sheet_names`` as one image. Photos are reduced to ``max_side``
     before dehazing, as a user's preview would. Returns ``{method: summary}``."""
-    methods = {DCP: engine.load_model(method="dcp", device=device)}
+    methods = {DCP: api.load_model(method="dcp", device=device)}
     for m in models:
-        methods[_label(m)] = engine.load_model(m, device=device)
+        methods[_label(m)] = api.load_model(m, device=device)
     wanted = {Path(n).stem for n in sheet_names}
     rows: list[dict] = []
     tiles: dict[str, list[np.ndarray]] = {}

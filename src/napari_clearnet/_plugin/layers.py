@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import api
 from .._util.validate import check_airlight, check_strength
 from ..choices import METHOD_LABELS, METHODS
-from ..core import engine
 from ..core.engine import Dehazer
 from ..core.run import DehazeResult, Progress, drive, run
 
@@ -120,9 +120,9 @@ def channel_axis(layer: Any) -> int | None:
 
 def get_dehazer(method: str, model: str | None = None, device: str = "auto",
                 tqdm_class: type | None = None) -> Dehazer:
-    """A loaded method from the package's one model cache (:func:`engine.cached_model`);
+    """A loaded method from the package's one model cache (:func:`api.cached_model`);
     ``tqdm_class`` shows a download's bytes."""
-    return engine.cached_model(model, method=method, device=device, tqdm_class=tqdm_class)
+    return api.cached_model(model, method=method, device=device, tqdm_class=tqdm_class)
 
 
 def run_layer(

@@ -25,6 +25,7 @@ import torch
 from ..core import physics
 from ..core.arrays import describe_layout, frame_rgb, frames, to_float01
 from ..core.engine import Dehazer
+from ..errors import ClearNetError
 from .layers import METADATA_KEY, Settings, channel_axis, check_layer, get_dehazer
 
 __all__ = ["LIVE_STRIP_PIXELS", "PREVIEW_SIDE", "LivePreview", "Superseded", "preview_frame"]
@@ -35,7 +36,7 @@ PREVIEW_SIDE = 512
 LIVE_STRIP_PIXELS = 1 << 18
 
 
-class Superseded(Exception):
+class Superseded(ClearNetError):
     """A newer preview was asked for: the job for this one stops."""
 
 

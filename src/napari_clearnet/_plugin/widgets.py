@@ -34,6 +34,7 @@ from ..core.arrays import describe_layout
 from ..core.devices import available_devices
 from ..core.engine import DEFAULT_SKY_PROTECTION
 from ..core.run import Progress
+from ..errors import ClearNetError
 from .activity import DownloadProgress
 from .layers import (
     LayerRun,
@@ -64,7 +65,7 @@ def model_choices() -> list[tuple[str, str]]:
     return out
 
 
-class RunError(Exception):
+class RunError(ClearNetError):
     """A RuntimeError raised by a run, re-raised as this: superqt's worker takes a RuntimeError
     for 'the worker was deleted' and then never emits 'finished' (Run would stay disabled)."""
 

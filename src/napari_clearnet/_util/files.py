@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -20,13 +19,13 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..errors import ReplacesInputError
 from .validate import option
 
 __all__ = [
     "ReplacesInputError",
     "atomic_path",
     "fingerprint",
-    "read_tag",
     "refuse_input",
     "remove_stale_parts",
     "write_text",
@@ -52,44 +51,12 @@ def fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-_TAG_RE = re.compile(rb"napari-clearnet[\x00 ]source=([0-9a-f]{16})")
-
-
-def read_tag(path: str | os.PathLike) -> str | None:
-    """The input fingerprint an output of ours records (None: none, or not readable)."""
-    path = Path(path)
-    from ..video.reader import VIDEO_SUFFIXES
-
-    if path.suffix.lower() in VIDEO_SUFFIXES:  # in the container's metadata, read by PyAV
-        from ..video.reader import container_comment
-
-        m = _TAG_RE.search((container_comment(path) or "").encode())
-        return m.group(1).decode() if m else None
-    try:
-        if path.suffix.lower() == ".json":
-            value = json.loads(path.read_text(encoding="utf-8")).get("source_fingerprint")
-            return value if isinstance(value, str) else None
-        with open(path, "rb") as f:  # we write it near the start (WebP: at the end): 16 KiB to read
-            head = f.read(1 << 13)
-            f.seek(max(len(head), os.fstat(f.fileno()).st_size - (1 << 13)))
-            head += f.read(1 << 13)
-    except (OSError, ValueError, AttributeError):
-        return None
-    m = _TAG_RE.search(head)
-    return m.group(1).decode() if m else None
-
-
 def tag_text(source_fingerprint: str) -> str:
     """What an output records about its input (see :func:`read_tag`)."""
     return f"{TAG_KEY} source={source_fingerprint}"
 
 
 # ------------------------------------------------------------------------------------- writing
-class ReplacesInputError(ValueError):
-    """An output would replace one of its own inputs: refused whatever ``overwrite`` says, since
-    ``overwrite=True`` is what a script passes to re-run, not consent to destroy the source."""
-
-
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths lead to one file: the same name however spelled, a symbolic link to it, or
     a hard link (same device and inode); for paths that do not exist, the same resolved name."""

@@ -33,9 +33,10 @@ import numpy as np
 import torch
 
 from .._util.validate import check_number
+from ..api import resolve_dehazer
 from ..core import physics
 from ..core.arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
-from ..core.engine import SKY_SMOOTH, Dehazer, resolve_dehazer
+from ..core.engine import SKY_SMOOTH, Dehazer
 from ..core.run import DehazeResult, Progress, drive, run
 
 __all__ = [

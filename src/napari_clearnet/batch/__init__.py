@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runner import BatchError, BatchOptions, BatchReport, Outcome, OutputFolderError, attempt, dehaze_files
+from ..errors import BatchError, OutputFolderError
+from .loop import dehaze_files
+from .options import BatchOptions
+from .runner import BatchReport, Outcome, attempt
 
 __all__ = ["BatchError", "BatchOptions", "BatchReport", "Outcome", "OutputFolderError", "attempt",
            "dehaze_files"]
@@ -14,4 +17,4 @@ __all__ = ["BatchError", "BatchOptions", "BatchReport", "Outcome", "OutputFolder
 def __getattr__(name: str) -> Any:  # the rest of the old flat module napari_clearnet.batch
     from .._moved import forward
 
-    return forward(__name__, name, ("batch.runner",))
+    return forward(__name__, name, ("batch.runner", "batch.loop"))

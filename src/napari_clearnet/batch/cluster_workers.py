@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util.validate import cli_spelling
+from ..errors import ClearNetError
 from .options import BatchOptions
 from .plan import Planned
 from .runner import Outcome, attempt
@@ -22,7 +23,7 @@ __all__ = ["ModelOnWorker", "Stopped", "check_worker", "request_stop", "work"]
 _STOPPED: set[str] = set()
 
 
-class Stopped(RuntimeError):
+class Stopped(ClearNetError, RuntimeError):
     """The run this task belongs to was stopped (Ctrl-C, a terminating signal) on the client."""
 
 
@@ -43,7 +44,7 @@ class ModelOnWorker:
 
 def _load(method: str, model: str | os.PathLike | None, device: str) -> str | None:
     """None when the model is loaded in this process, otherwise why not."""
-    from ..core.engine import cached_model
+    from ..api import cached_model
 
     try:
         cached_model(model, method=method, device=device)
@@ -105,7 +106,7 @@ def _stop_check(run_id: str) -> Callable[[str, int], Callable[[int, int], None]]
 
 def work(plan: Planned, opts: BatchOptions, cli: bool, run_id: str) -> Outcome:
     """One input on a worker: the model this process loaded, the batch's own per-input code."""
-    from ..core.engine import cached_model
+    from ..api import cached_model
 
     if run_id in _STOPPED:
         return Outcome("failed", message="not started: the run was stopped")

@@ -10,20 +10,44 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .._util.files import read_tag
 from ..io.images import READ_SUFFIXES
-from ..video.reader import VIDEO_SUFFIXES
+from ..video.probe import VIDEO_SUFFIXES, container_comment
 
-__all__ = ["INPUT_SUFFIXES", "TRANSMISSION", "collect_inputs", "looks_like_output"]
+__all__ = ["INPUT_SUFFIXES", "TRANSMISSION", "collect_inputs", "looks_like_output", "read_tag"]
 
 TRANSMISSION = "_transmission"
 #: what a folder gives: the images and clips the readers read (one list each: io, video)
 INPUT_SUFFIXES = READ_SUFFIXES + VIDEO_SUFFIXES
+
+_TAG_RE = re.compile(rb"napari-clearnet[\x00 ]source=([0-9a-f]{16})")
+
+
+def read_tag(path: str | os.PathLike) -> str | None:
+    """The input fingerprint an output of ours records (None: none, or not readable)."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:  # in the container's metadata, read by PyAV
+        m = _TAG_RE.search((container_comment(path) or "").encode())
+        return m.group(1).decode() if m else None
+    try:
+        if path.suffix.lower() == ".json":
+            value = json.loads(path.read_text(encoding="utf-8")).get("source_fingerprint")
+            return value if isinstance(value, str) else None
+        with open(path, "rb") as f:  # we write it near the start (WebP: at the end): 16 KiB to read
+            head = f.read(1 << 13)
+            f.seek(max(len(head), os.fstat(f.fileno()).st_size - (1 << 13)))
+            head += f.read(1 << 13)
+    except (OSError, ValueError, AttributeError):
+        return None
+    m = _TAG_RE.search(head)
+    return m.group(1).decode() if m else None
+
 
 
 def collect_inputs(
@@ -34,7 +58,7 @@ def collect_inputs(
     Returns ``(files, problems, excluded, passed_over)``: a problem is ``(input, message)`` for an
     input that matched nothing or is not a regular file. Files found through a folder or a glob
     that are our own outputs are left out (``excluded``): anywhere, those that record the input
-    they were made from (:func:`files.read_tag`), whatever their name (an earlier run's other
+    they were made from (:func:`read_tag`), whatever their name (an earlier run's other
     ``suffix``); in ``exclude_dir`` (the output folder) also those whose names look like our
     outputs. Files named explicitly are always taken. ``passed_over`` lists the files in the
     folders that are neither images nor clips the readers take (:data:`INPUT_SUFFIXES`). Recursive

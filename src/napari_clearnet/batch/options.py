@@ -14,8 +14,8 @@ from .._util.validate import check_number, check_sky_protection, check_strength,
 from ..choices import BIT_DEPTHS, FORMATS, METHODS
 from ..core.arrays import check_value_range
 from ..core.devices import pick_device
+from ..errors import BatchError
 from ..video.writer import DEFAULT_CRF, DEFAULT_PRESET, Encoding
-from .plan import BatchError
 
 __all__ = ["BatchOptions"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._util.validate import option
+from ..errors import BatchError
 from ..io.images import IMAGE_SUFFIXES
 from ..video.reader import is_video
 from .inputs import INPUT_SUFFIXES, TRANSMISSION, collect_inputs, looks_like_output
@@ -32,10 +33,6 @@ __all__ = ["INPUT_SUFFIXES", "TRANSMISSION", "BatchError", "Planned", "check_out
            "looks_like_output", "plan_outputs"]
 
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
-
-
-class BatchError(ValueError):
-    """The batch cannot start: bad options, no inputs, unusable output folder or weights."""
 
 
 @dataclass
@@ -51,7 +48,6 @@ class Planned:
     def outputs(self) -> list[Path]:
         # the image is written last, so its presence means the whole set is complete
         return [p for p in (self.transmission, self.airlight, self.image) if p is not None]
-
 
 
 # ---------------------------------------------------------------------------------- outputs

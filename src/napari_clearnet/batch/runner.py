@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +30,13 @@ from .._util import files
 from .._util.validate import json_text, option
 from ..choices import BIT_DEPTHS, FORMATS
 from ..core.arrays import channels_last, describe_layout, pixel_range, to_float01
-from ..core.engine import Dehazer, load_model
+from ..core.engine import Dehazer
+from ..errors import OutputFolderError
 from ..io import images as io
+from ..io.load import load_image
 from ..video.reader import is_video
 from ..video.writer import DEFAULT_TEMPORAL_SMOOTHING, Encoding
+from .inputs import read_tag
 from .options import BatchOptions
 from .plan import (
     SIXTEEN_BIT_SUFFIXES,
@@ -56,16 +58,11 @@ __all__ = [
     "OutputFolderError",
     "attempt",
     "collect_inputs",
-    "dehaze_files",
     "plan_outputs",
 ]
 
 #: errno values that mean "this folder cannot take files", not "this input is bad"
 _FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", -1)}
-
-
-class OutputFolderError(OSError):
-    """The output folder stopped taking files (full disk, read-only, no permission)."""
 
 
 @dataclass
@@ -162,7 +159,7 @@ BarFactory = Callable[[str, int], Any]
 
 def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Path]:
     """Read, dehaze and write one image file; returns the files written (existing ones are kept)."""
-    src = io.load_image(plan.source)
+    src = load_image(plan.source)
     arr = src.array
     layout = describe_layout(arr.shape, opts.channel_axis)
     tif_out = plan.image.suffix.lower() in (".tif", ".tiff")
@@ -283,7 +280,7 @@ def _folder_errors(folder: Path) -> Iterator[None]:
 def _made_from_other(path: Path, fingerprint: str) -> bool:
     """True when an existing output records another input than the one with ``fingerprint``
     (outputs without a record, from older versions or BMP files, are taken at their name)."""
-    tag = files.read_tag(path)
+    tag = read_tag(path)
     return tag is not None and tag != fingerprint
 
 
@@ -326,7 +323,7 @@ def prepare(inputs: Iterable[str | os.PathLike], out: Path, opts: BatchOptions, 
         print(f"note: not taken as inputs, as they are outputs of napari-clearnet (they record the "
               f"input they were made from; name them explicitly to dehaze them again): {_listing(ours)}",
               file=err)
-    foreign = [f for f in by_name if files.read_tag(f) is None]
+    foreign = [f for f in by_name if read_tag(f) is None]
     if foreign:
         print(f"note: not taken as inputs, as their names look like outputs in the output folder "
               f"(name them explicitly to dehaze them): {_listing(foreign)}", file=err)
@@ -352,76 +349,6 @@ def _listing(paths: list[Path], shown: int = 5) -> str:
     text = ", ".join(str(f) for f in paths[:shown])
     return text + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
-
-def dehaze_files(
-    inputs: Iterable[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    options: BatchOptions | None = None,
-    *,
-    dehazer: Dehazer | None = None,
-    client: Any = None,
-    progress: bool | None = None,
-    stderr: TextIO | None = None,
-    **kwargs: Any,
-) -> BatchReport:
-    """Dehaze every input (images and clips) into ``out_dir``; problems are printed to ``stderr``
-    and collected.
-
-    ``options`` (or keyword arguments of :class:`BatchOptions`) say how; ``dehazer`` reuses a
-    loaded model (otherwise weights load once here). ``client`` (a ``dask.distributed.Client``)
-    spreads the inputs over its cluster's workers instead (see :mod:`napari_clearnet.cluster`).
-    ``progress=None`` shows tqdm bars (files; a clip's frames with frames per second and ETA) only
-    on a terminal. Raises :class:`BatchError` when nothing can start; ``KeyboardInterrupt`` passes
-    through after finished files are complete and no ``.part`` file is left.
-    """
-    opts = options or BatchOptions(**kwargs)
-    err = stderr or sys.stderr
-    out = Path(out_dir).expanduser()
-    if client is not None:  # a worker would resolve a relative path against its own folder
-        inputs = [os.path.abspath(os.path.expanduser(os.fspath(i))) for i in inputs]
-        out = Path(os.path.abspath(out))
-    report = BatchReport()
-    plans = prepare(inputs, out, opts, report, err)
-    show = _isatty(err) if progress is None else progress
-    if client is not None:
-        from .cluster import run_plans
-
-        run_plans(client, plans, opts, report, err, show, out)
-        return report
-    if dehazer is None:
-        try:
-            dehazer = load_model(opts.model, method=opts.method, device=opts.device)
-        except (ValueError, OSError) as exc:  # WeightsError is a ValueError
-            raise BatchError(f"cannot load the model: {exc}") from None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(plans, desc="dehazing", unit="file", file=err, disable=not show)
-
-    def say(msg: str) -> None:
-        bar.write(msg, file=err)
-
-    def frames_bar(name: str, total: int) -> Callable[[int, int], None]:
-        inner = tqdm(total=total or None, desc=name, unit="frame", file=err, disable=not show, leave=False)
-
-        def update(done: int, n: int) -> None:
-            inner.total = n
-            inner.update(done - inner.n)
-            if done >= n:
-                inner.close()
-        return update
-
-    try:
-        for plan in bar:
-            outcome = attempt(dehazer, plan, opts, frames_bar)
-            report.add(plan, outcome, say)
-            if outcome.kind == "fatal":
-                break
-    except KeyboardInterrupt as exc:
-        bar.close()
-        interrupted(exc, report, out, err)
-        raise
-    bar.close()
-    return report
 
 
 def interrupted(exc: BaseException, report: BatchReport, out: Path, err: TextIO) -> None:

@@ -108,7 +108,8 @@ def _worker(
     import numpy as np
     import torch
 
-    from ..core import devices, engine, physics
+    from .. import api
+    from ..core import devices, physics
 
     image = _test_image(frames, height, width)
     if method == "original":
@@ -132,7 +133,7 @@ def _worker(
             return outs[0].shape[1:] if frames == 1 else np.concatenate(outs).shape
     else:
         half = True if method == "clearnet-bf16" else None
-        dehazer = engine.load_model(method=method.removesuffix("-bf16"), device=device, half=half)
+        dehazer = api.load_model(method=method.removesuffix("-bf16"), device=device, half=half)
 
         def run() -> tuple[int, ...]:
             return dehazer.dehaze(image).image.shape

@@ -79,14 +79,14 @@ def clip_worker(frames: int, height: int, width: int, repeats: int, device: str)
     """Measure the clip row in this (fresh) process; returns its numbers."""
     import torch
 
-    from ..core import engine
+    from .. import api
     from ..core.run import drive, run
     from ..video.reader import VideoReader
     from ..video.writer import DEFAULT_TEMPORAL_SMOOTHING, Encoding, VideoWriter, dehaze_video
 
     with tempfile.TemporaryDirectory(prefix="clearnet-bench-") as tmp:
         src = make_clip(Path(tmp) / "clip.mp4", frames, height, width)
-        dehazer = engine.load_model(device=device)
+        dehazer = api.load_model(device=device)
         t = time.perf_counter()
         with VideoReader(src) as reader:
             decoded = np.stack(list(reader))

@@ -24,10 +24,11 @@ import numpy as np
 from .._util import files
 from .._util.validate import json_text
 from ..analysis import depth
+from ..api import resolve_dehazer
 from ..core.arrays import describe_layout, frames
-from ..core.engine import resolve_dehazer
 from ..core.run import drive
 from ..io import images as io
+from ..io.load import load_image
 
 __all__ = ["add_arguments", "run_from_args"]
 
@@ -91,7 +92,7 @@ def _read(path: Path, index: int | None) -> np.ndarray:
     from ..video.reader import VideoReader, is_video
 
     if not is_video(path):
-        return _frame(io.load_image(path).array, index, path)
+        return _frame(load_image(path).array, index, path)
     with VideoReader(path, warn=False) as clip:
         n = len(clip)
         if index is None and n > 1:

@@ -158,7 +158,7 @@ def add_dehaze_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_dehaze(args: argparse.Namespace) -> int:
-    from ..batch.runner import BatchError, BatchOptions, dehaze_files
+    from ..batch import BatchError, BatchOptions, dehaze_files
 
     try:
         if args.method == "dcp" and args.model is not None:  # G24: a --model is never silently ignored
@@ -199,8 +199,8 @@ def _on_cluster(args: argparse.Namespace, opts: Any, progress: bool | None) -> A
     from pathlib import Path
 
     from .._util import files
+    from ..batch import dehaze_files
     from ..batch.cluster import check_model, connect
-    from ..batch.runner import dehaze_files
 
     check_model(opts)
     try:

@@ -10,7 +10,6 @@ not unambiguous is refused with a message that says what to pass, never guessed.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._util.validate import option
+from .values import check_dtype, check_value_range, decide_range, is_lazy, min_max, min_max_bad, native
 
 __all__ = [
     "FrameScaler",
@@ -32,11 +32,6 @@ __all__ = [
     "restore_layout",
     "to_float01",
 ]
-
-#: a guessed 8- or 16-bit range must put the brightest colour value at least this high: hazy
-#: photos are bright (their haze is near white), so a guess that leaves the brightest pixel below a
-#: quarter of the range (float data up to 2.5 read as 8-bit, 12-bit data read as 16-bit) is wrong
-MIN_BRIGHTEST = 0.25
 
 
 @dataclass(frozen=True)
@@ -80,8 +75,6 @@ def as_array(image: Any) -> Any:
     if mod == "PIL":
         from PIL import Image
 
-        from ..io.images import pil_frame
-
         if isinstance(image, Image.Image):
             return pil_frame(image)
     if isinstance(image, str | bytes | os.PathLike):
@@ -106,6 +99,31 @@ def as_array(image: Any) -> Any:
         f"image must be an array (numpy, dask, torch tensor, PIL image or nested lists of numbers), "
         f"got {type(image).__name__}"
     )
+
+
+def pil_frame(im: Any) -> np.ndarray:
+    """One Pillow frame as a viewer shows it: orientation applied, palettes and exotic modes
+    converted (transparency kept as alpha), 16-bit grey kept as uint16."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    im.load()
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = native(np.asarray(im))
+        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            return arr.astype(np.uint16)
+        return arr
+    if im.mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    transparent = bool(getattr(im, "has_transparency_data", "transparency" in im.info))
+    if im.mode == "1":
+        im = im.convert("L")
+    if im.mode in ("L", "RGB") and transparent and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif im.mode not in ("L", "RGB", "RGBA"):
+        im = im.convert("RGBA" if transparent or "A" in im.getbands() else "RGB")
+    return np.asarray(im)
+
 
 
 def _trailing_is_ambiguous(shape: tuple[int, ...]) -> bool:
@@ -169,71 +187,6 @@ def describe_layout(shape: tuple[int, ...], channel_axis: int | str | None = "au
     return Layout(rest[:-2], rest[-2], rest[-1], c, ax)
 
 
-def native(a: np.ndarray) -> np.ndarray:
-    """Big-endian data (FITS, raw buffers) in native byte order, so ``>u2`` counts as uint16."""
-    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
-
-
-def _check_dtype(dtype: np.dtype) -> None:
-    if dtype.kind == "b" or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
-        return
-    raise ValueError(f"unsupported pixel dtype {dtype}; accepted: bool, integer or float arrays")
-
-
-def check_value_range(value_range: Any) -> tuple[float, float]:
-    """``(low, high)``: two finite numbers with high > low."""
-    name = option("value_range")
-    try:
-        if isinstance(value_range, str | bytes):
-            raise TypeError
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two numbers (low, high), got {value_range!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise ValueError(f"{name} must be two finite numbers with high > low, got {value_range!r}")
-    return lo, hi
-
-
-def _min_max_bad(a: Any) -> tuple[float, float, int]:
-    """(min, max, count of NaN/inf) in one pass; dask arrays are read once, chunk by chunk."""
-    if _lazy(a):
-        import dask
-        import dask.array as da
-
-        if np.issubdtype(a.dtype, np.floating):
-            lo, hi, n_bad = dask.compute(da.nanmin(a), da.nanmax(a), (~da.isfinite(a)).sum())
-        else:
-            lo, hi, n_bad = (*dask.compute(a.min(), a.max()), 0)
-        return float(lo), float(hi), int(n_bad)
-    a = native(np.asarray(a))
-    if np.issubdtype(a.dtype, np.floating):
-        lo, hi = _min_max(a)
-        if math.isfinite(lo) and math.isfinite(hi):  # NaN would show in both, inf in one
-            return lo, hi, 0
-        finite = np.isfinite(a)
-        n_bad = int(a.size - np.count_nonzero(finite))
-        if n_bad:
-            if n_bad == a.size:
-                return float("nan"), float("nan"), n_bad
-            return float(a[finite].min()), float(a[finite].max()), n_bad
-    return float(a.min()), float(a.max()), 0
-
-
-def _min_max(a: np.ndarray) -> tuple[float, float]:
-    """(min, max) of a numpy array in one multithreaded pass where torch can view it (NaN if any
-    value is NaN), else numpy's two passes."""
-    if (a.size and a.flags.writeable and a.dtype in (np.float32, np.float64, np.float16)
-            and all(st >= 0 for st in a.strides)):
-        import torch
-
-        try:
-            lo, hi = torch.aminmax(torch.from_numpy(a))
-            return float(lo), float(hi)
-        except (TypeError, RuntimeError, ValueError):
-            pass
-    return float(a.min()), float(a.max())
-
-
 def pixel_range(
     image: Any, layout: Layout | None = None, value_range: Any = None
 ) -> tuple[float, float]:
@@ -251,7 +204,7 @@ def pixel_range(
     if value_range is not None:
         return check_value_range(value_range)
     dtype = np.dtype(image.dtype)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if dtype.kind == "b":
         return 0.0, 1.0
     if dtype.kind == "u" and dtype.itemsize in (1, 2):
@@ -261,59 +214,8 @@ def pixel_range(
         colour = channels_last(image, layout)[..., :3]
     if int(np.prod(np.shape(colour))) == 0:
         return 0.0, 1.0
-    return _decide(*_min_max_bad(colour), dtype)
+    return decide_range(*min_max_bad(colour), dtype)
 
-
-def _decide(lo: float, hi: float, bad: int, dtype: np.dtype) -> tuple[float, float]:
-    """The range rule of :func:`pixel_range`, from the colour values' min, max and NaN count."""
-    if bad:
-        raise ValueError(
-            f"image has {bad} NaN or infinite pixel values; replace them first "
-            "(for example numpy.nan_to_num(image))"
-        )
-    if lo < -1e-3:
-        raise ValueError(
-            f"image has negative values (min {lo:g}); pass {option('value_range_hint')} to rescale it"
-        )
-    if hi <= 1.0 + 1e-3:
-        return 0.0, 1.0
-    if np.issubdtype(dtype, np.floating) and hi <= 2.0:
-        raise ValueError(
-            f"float image values reach {hi:g}, just above 1: if it is [0, 1] data that overshot "
-            f"(resampling, sharpening), pass {option('value_range_01_hint')} to clip it; if it is 8-bit "
-            f"data, pass {option('value_range_255_hint')}"
-        )
-    if hi > 65535.0:
-        raise ValueError(f"image values reach {hi:g}, beyond 16-bit range; pass {option('value_range_hint')}")
-    guess = 255.0 if hi <= 255.0 else 65535.0
-    if hi < guess * MIN_BRIGHTEST:  # a guess that would make the image nearly black is no guess
-        kind = "float" if np.issubdtype(dtype, np.floating) else "integer"
-        bits = "8" if guess == 255.0 else "16"
-        raise ValueError(
-            f"{kind} image values reach {hi:g}: read as {bits}-bit data (0-{guess:g}) the image would "
-            f"be nearly black (at most {hi / guess:.1%} bright); if {hi:g} is its white (linear, HDR, "
-            f"12-bit or raw data), pass {_range_hint(_round_up(hi))}; if it is a dark "
-            f"{bits}-bit image, pass {_range_hint(guess)}"
-        )
-    return 0.0, guess
-
-
-def _range_hint(high: float) -> str:
-    """``value_range=(0, high)`` as the caller spells it (``--value-range 0,high`` on the CLI)."""
-    name = option("value_range")
-    return f"{name} 0,{high:g}" if name.startswith("--") else f"{name}=(0, {high:g})"
-
-
-def _round_up(hi: float) -> float:
-    """A tidy white level at or above ``hi`` for messages: 2.5 -> 2.5, 4000 -> 4095 (12 bits)."""
-    if hi >= 64 and hi.is_integer():
-        return float((1 << math.ceil(math.log2(hi + 1))) - 1)
-    tidy = float(f"{hi:.3g}")
-    return tidy if tidy >= hi else hi
-
-
-def _lazy(a: Any) -> bool:
-    return type(a).__module__.split(".")[0] == "dask"
 
 
 class FrameScaler:
@@ -329,11 +231,11 @@ class FrameScaler:
     def __init__(self, image: Any, layout: Layout, value_range: Any = None) -> None:
         self.layout = layout
         self.dtype = np.dtype(image.dtype)
-        _check_dtype(self.dtype)
+        check_dtype(self.dtype)
         fixed = value_range is not None or self.dtype.kind == "b" or (
             self.dtype.kind == "u" and self.dtype.itemsize in (1, 2))
         self.range: tuple[float, float] | None = None
-        self.lazy = not fixed and _lazy(image)
+        self.lazy = not fixed and is_lazy(image)
         if not self.lazy:
             self.range = pixel_range(image, layout, value_range)
         self._lo, self._hi, self._bad = np.inf, -np.inf, 0
@@ -346,12 +248,12 @@ class FrameScaler:
             for k, a in enumerate(arrs):
                 colour = a[..., :3] if self.layout.channels == 4 else a
                 if colour.size:
-                    lo, hi, bad = _min_max_bad(colour)
+                    lo, hi, bad = min_max_bad(colour)
                     self._bad += bad
                     if bad < colour.size:
                         self._lo, self._hi = min(self._lo, lo), max(self._hi, hi)
                 try:
-                    now = _decide(self._lo, self._hi, self._bad, self.dtype)
+                    now = decide_range(self._lo, self._hi, self._bad, self.dtype)
                 except ValueError as exc:
                     raise ValueError(f"frame {first + k}: {exc}") from None
                 if self.range is None:
@@ -368,7 +270,7 @@ class FrameScaler:
 
 
 def _moveaxis(arr: Any, src: int, dst: int) -> Any:
-    if _lazy(arr):
+    if is_lazy(arr):
         import dask.array as da
 
         return da.moveaxis(arr, src, dst)
@@ -415,7 +317,6 @@ def restore_layout(j: np.ndarray, image: Any, layout: Layout, value_range: Any =
         out = np.moveaxis(out, -1, layout.channel_axis)
     return np.ascontiguousarray(out, dtype=np.float32)
 
-
 def to_float01(array: Any, value_range: Any = None, *, copy: bool = True) -> np.ndarray:
     """Convert pixel values to float32 in [0, 1] without touching the input.
 
@@ -426,7 +327,7 @@ def to_float01(array: Any, value_range: Any = None, *, copy: bool = True) -> np.
     read it.
     """
     a = native(np.asarray(array))
-    _check_dtype(a.dtype)
+    check_dtype(a.dtype)
     if a.dtype == bool:
         return a.astype(np.float32)
     if value_range is None:
@@ -438,7 +339,7 @@ def to_float01(array: Any, value_range: Any = None, *, copy: bool = True) -> np.
         f /= hi  # in place: no second full-size copy
         return f
     if not copy and a.dtype == np.float32 and lo == 0.0 and hi == 1.0 and a.size:
-        low, high = _min_max(a)
+        low, high = min_max(a)
         if low >= 0.0 and high <= 1.0:  # False for NaN
             return a  # already what the engine works on, and the caller only reads it
     # floats are scaled in float32, other integers in float64 (exact for 32-bit values)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ResultError, WeightsError
+
 __all__ = ["FLAT", "ResultError", "check_frame", "probe_image", "probe_weights"]
 
 #: J whose values all lie within this (one 8-bit step) is flat: one colour, black or white
@@ -31,10 +33,6 @@ INPUT_SPREAD = 4.0 / 255
 SAMPLES = 1 << 16
 #: on the probe image a good model keeps at least this fraction of the input's mean brightness
 PROBE_MEAN_RATIO = 0.25
-
-
-class ResultError(RuntimeError):
-    """A result that cannot be right: non-finite values, or a flat image from a varied input."""
 
 
 def _min_max(a: np.ndarray | torch.Tensor, *, large: bool = False) -> tuple[float, float]:
@@ -100,7 +98,7 @@ def probe_weights(dehazer: Any, source: str) -> None:
     """Run a freshly loaded model once on :func:`probe_image`; weights whose result is not finite,
     flat or nearly black (mean below :data:`PROBE_MEAN_RATIO` of the input's) are refused with a
     :class:`~napari_clearnet.weights.WeightsError` naming ``source``."""
-    from ..weights import WeightsError
+
 
     img = probe_image()
     try:

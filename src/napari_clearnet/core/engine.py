@@ -1,4 +1,4 @@
-"""The engine: a loaded method that turns frames into clear frames, and the public ``dehaze()``.
+"""The engine: a loaded method that turns frames into clear frames.
 
 A :class:`Dehazer` holds an :class:`~napari_clearnet.estimators.Estimator` on a device and does
 what is the same for every method:
@@ -10,19 +10,15 @@ what is the same for every method:
 * the user's adjustments of t (``strength``, ``sky_protection``);
 * recovery at full resolution, in strips of rows, so only strip-sized temporaries exist.
 
-:func:`dehaze` is the one entry point scripts, the CLI and napari share (they all drive
-:func:`napari_clearnet.run.run`); :func:`load_model` loads a method once for many images and
-:func:`cached_model` once per process.
+Loading weights and the public ``dehaze()`` are one layer up, in :mod:`napari_clearnet.api`;
+every front end drives :func:`napari_clearnet.core.run.run`, which drives :meth:`Dehazer.iter_frames`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,28 +30,19 @@ from .._util.validate import (
     check_sky_protection,
     check_strength,
     check_t0,
-    option,
 )
 from ..choices import METHODS
 from . import dcp, physics, threads
 from .arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
 from .buffers import Buffers
-from .checks import check_frame, probe_weights
+from .checks import check_frame
 from .devices import pick_device
 from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
 from .model import ClearNet
 from .recovery import recover_frame
+from .run import DehazeResult, FrameResult, drive, run
 
-__all__ = [
-    "METHODS",
-    "Dehazer",
-    "FrameResult",
-    "cached_model",
-    "dehaze",
-    "load_model",
-    "pick_device",
-    "resolve_dehazer",
-]
+__all__ = ["DEFAULT_SKY_PROTECTION", "Dehazer", "FrameResult", "check_method"]
 
 #: pixels per strip of the full-resolution pass at most (``strip_pixels``); bounds peak memory
 DEFAULT_STRIP_PIXELS = 4_000_000
@@ -73,20 +60,6 @@ DEFAULT_SKY_PROTECTION = {"clearnet": 0.2, "dcp": 0.0}
 SKY_SMOOTH = 0.02
 
 
-@dataclass
-class FrameResult:
-    """One frame: J (H, W, 3), t (H, W), A (3,), the raw t, ClearNet's haze amount s (None for the
-    DCP), the (low, high) pixel values the frame was read with, and the (k, 2) row/column of the
-    pixels A was taken from (None when A was given)."""
-
-    image: np.ndarray
-    transmission: np.ndarray
-    airlight: np.ndarray
-    transmission_raw: np.ndarray | None = None
-    scale: float | None = None
-    value_range: tuple[float, float] | None = None
-    sources: np.ndarray | None = None
-
 
 @dataclass(frozen=True)
 class _Params:
@@ -103,7 +76,7 @@ class _Params:
 _Previous = tuple[np.ndarray | None, float | None]
 
 
-def _check_method(method: Any) -> str:
+def check_method(method: Any) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return method
@@ -125,7 +98,7 @@ class Dehazer:
         compile: bool = False,
     ) -> None:
         dev = pick_device(device)
-        if _check_method(method) == "dcp":
+        if check_method(method) == "dcp":
             self.estimator: Estimator = DCPEstimator(dcp_params or dcp.DCPParams(), dev)
         elif model is None:
             raise ValueError("method 'clearnet' needs a model; use load_model()")
@@ -317,120 +290,7 @@ class Dehazer:
         return yx.astype(np.float32)
 
     # ------------------------------------------------------------------ whole arrays
-    def dehaze(self, image: Any, *, progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> Any:
+    def dehaze(self, image: Any, *, progress: Callable[[int, int], None] | None = None, **kwargs: Any
+               ) -> DehazeResult:
         """Dehaze an image or a stack; see :func:`napari_clearnet.dehaze` for the parameters."""
-        from .run import drive, run
-
         return drive(run(self, image, **kwargs), progress)
-
-
-def load_model(
-    model: str | os.PathLike | None = None,
-    *,
-    method: str = "clearnet",
-    device: str | torch.device = "auto",
-    dcp_params: dcp.DCPParams | None = None,
-    half: bool | None = None,
-    compile: bool = False,
-    tqdm_class: type | None = None,
-) -> Dehazer:
-    """Load a method once for many images.
-
-    ``model`` is a registry name (default: the bundled ``clearnet-default``), a local
-    ``.safetensors`` path, or ``hf://org/repo/file.safetensors``; ignored for ``method="dcp"``.
-    ``tqdm_class`` (e.g. ``napari.utils.progress``) shows a download's bytes.
-    """
-    if _check_method(method) == "dcp":
-        return Dehazer("dcp", device=device, dcp_params=dcp_params)
-    from ..weights import DEFAULT_MODEL, build_model, read_weights, resolve, sha256_file
-
-    path, name = resolve(model or DEFAULT_MODEL, tqdm_class=tqdm_class)
-    state, config, _ = read_weights(path)
-    net = build_model(state, config, source=str(path))
-    dehazer = Dehazer("clearnet", net, device=device, model_name=name, sha256=sha256_file(path), half=half,
-                      compile=compile)
-    probe_weights(dehazer, str(path))  # finite weights can still overflow: refused before any image
-    return dehazer
-
-
-#: loaded methods per (method, model, device[, file stamp]): the one cache of the package, shared
-#: by :func:`dehaze`, the napari widgets and the napari commands
-_CACHE: dict[tuple, Dehazer] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def cached_model(
-    model: str | os.PathLike | None = None, *, method: str = "clearnet", device: str | torch.device = "auto",
-    tqdm_class: type | None = None,
-) -> Dehazer:
-    """:func:`load_model`, but each (method, model, device) is loaded once per process.
-
-    A local weights file is keyed by its size and modification time as well, so a file retrained
-    in between is loaded again while an unchanged one is reused. Thread-safe: a GUI worker and a
-    script may ask at the same time (loading a Hub model not cached yet downloads it, so call this
-    from a worker thread in a GUI).
-    """
-    dev = str(pick_device(device))
-    name = None if model is None or method == "dcp" else str(model)
-    key: tuple = (method, name, dev)
-    if name is not None and Path(name).is_file():
-        st = Path(name).stat()
-        key += (st.st_size, st.st_mtime_ns)
-    with _CACHE_LOCK:
-        dehazer = _CACHE.get(key)
-        if dehazer is None:
-            dehazer = load_model(model, method=method, device=device, tqdm_class=tqdm_class)
-            _CACHE[key] = dehazer
-        return dehazer
-
-
-def dehaze(
-    image: Any,
-    *,
-    method: str | None = None,
-    model: str | os.PathLike | Dehazer | None = None,
-    device: str | torch.device = "auto",
-    progress: Callable[[int, int], None] | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Remove haze from an image or a stack of frames; returns a :class:`~napari_clearnet.run.DehazeResult`.
-
-    ``image``: H×W (grey), H×W×1, H×W×3 (RGB), H×W×4 (RGBA, alpha passed through) or stacks
-    …×H×W×C, as uint8, uint16, other integers, bool or float (numpy, dask, torch, PIL images or
-    nested lists; see :func:`arrays.pixel_range` for how values are read). ``method`` is
-    ``"clearnet"`` (the default) or ``"dcp"``; ``model`` a registry name, a path, an ``hf://``
-    address or a :class:`Dehazer` from :func:`load_model` (whose method ``method`` must match).
-    ``progress(done, total)`` is called after every frame.
-
-    Keyword arguments (see :func:`napari_clearnet.run.run`): ``channel_axis``, ``value_range``;
-    ``airlight`` overrides A; ``t0`` the lower bound of t in the recovery; ``temporal_smoothing``
-    in [0, 1) steadies A and the haze amount along a stack; ``strip_pixels`` bounds the memory of
-    the full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
-    stack share one estimate; ``sky_protection`` K keeps flat regions within K of the airlight
-    (bright skies, dense fog) from being amplified into rings, blotches and noise, at the price of
-    leaving more haze there (``None``: the method's default, :data:`DEFAULT_SKY_PROTECTION`, 0.2
-    for ClearNet and off for the DCP; 0 = off); ``strength`` scales the estimated haze amount (the
-    optical depth −ln t): 1 = the model's estimate, 0 = no change, >1 = more, like a photo
-    editor's dehaze slider; ``with_raw`` adds the method's raw t, ``with_sources`` the airlight's
-    source pixels. The input is never modified.
-    """
-    return resolve_dehazer(method, model, device).dehaze(image, progress=progress, **kwargs)
-
-
-def resolve_dehazer(method: str | None, model: str | os.PathLike | Dehazer | None, device: str | torch.device
-                    ) -> Dehazer:
-    """The loaded method the API's ``method``, ``model`` and ``device`` arguments name: a given
-    :class:`Dehazer` (whose method ``method`` must match), else one from :func:`cached_model`."""
-    if method is not None:
-        _check_method(method)
-    if method == "dcp" and model is not None and not isinstance(model, Dehazer):  # G24: never ignored
-        raise ValueError(f"{option('model')} {model!r} is given, but method 'dcp' uses no weights; leave "
-                         f"out {option('model')}, or use method 'clearnet' with it")
-    if isinstance(model, Dehazer):
-        if method is not None and method != model.method:
-            raise ValueError(
-                f"method={method!r} but the given Dehazer runs {model.method!r}; pass a Dehazer of "
-                f"load_model(method={method!r}) or leave method out"
-            )
-        return model
-    return cached_model(model, method=method or "clearnet", device=device)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import os
 import re
 
+from ..errors import MemoryLimitError
+
 __all__ = ["MEMORY_ENV", "MemoryLimitError", "check_memory", "check_processes", "fmt_bytes", "memory_limit"]
 
 MEMORY_ENV = "CLEARNET_MEMORY_LIMIT"
 #: memory one local Dask worker process holds with the model loaded (measured: about 380 MB)
 WORKER_BYTES = 400 * 2**20
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-class MemoryLimitError(ValueError):
-    """Work that would need more memory (or processes) than this machine has."""
 
 
 def fmt_bytes(n: float) -> str:

@@ -13,16 +13,33 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .._util.validate import check_airlight
 from .arrays import as_array, describe_layout, restore_layout
-from .engine import Dehazer, FrameResult
 from .limits import check_memory
 
-__all__ = ["DehazeResult", "Progress", "drive", "run"]
+if TYPE_CHECKING:  # the run loop drives any Dehazer; engine imports this module, not the reverse
+    from .engine import Dehazer
+
+__all__ = ["DehazeResult", "FrameResult", "Progress", "drive", "run"]
+
+@dataclass
+class FrameResult:
+    """One frame: J (H, W, 3), t (H, W), A (3,), the raw t, ClearNet's haze amount s (None for the
+    DCP), the (low, high) pixel values the frame was read with, and the (k, 2) row/column of the
+    pixels A was taken from (None when A was given)."""
+
+    image: np.ndarray
+    transmission: np.ndarray
+    airlight: np.ndarray
+    transmission_raw: np.ndarray | None = None
+    scale: float | None = None
+    value_range: tuple[float, float] | None = None
+    sources: np.ndarray | None = None
+
 
 #: what :func:`run` yields: (frames done, n_frames)
 Progress = tuple[int, int]

@@ -11,11 +11,10 @@ from .images import (
     MAX_PIXELS,
     READ_SUFFIXES,
     ImageFile,
-    load_image,
-    read_image,
     write_float_tiff,
     write_image,
 )
+from .load import load_image, read_image
 
 __all__ = ["DEFAULT_JPEG_QUALITY", "IMAGE_SUFFIXES", "MAX_BYTES", "MAX_PIXELS", "READ_SUFFIXES", "ImageFile",
            "load_image", "read_image", "write_float_tiff", "write_image"]
@@ -24,4 +23,4 @@ __all__ = ["DEFAULT_JPEG_QUALITY", "IMAGE_SUFFIXES", "MAX_BYTES", "MAX_PIXELS", 
 def __getattr__(name: str) -> Any:  # the rest of the old flat module napari_clearnet.io
     from .._moved import forward
 
-    return forward(__name__, name, ("io.images",))
+    return forward(__name__, name, ("io.images", "io.load"))

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .._util.files import TAG_KEY, ReplacesInputError, atomic_path, fingerprint, tag_text
-from ..core.arrays import native
+from ..core.arrays import pil_frame
+from ..errors import ImageTooLarge
 
 __all__ = [
     "DEFAULT_JPEG_QUALITY",
@@ -33,8 +34,6 @@ __all__ = [
     "MAX_PIXELS",
     "READ_SUFFIXES",
     "ImageFile",
-    "load_image",
-    "read_image",
     "write_float_tiff",
     "write_image",
 ]
@@ -65,10 +64,6 @@ class ImageFile:
     icc_profile: bytes | None = None
     #: False when the file's compression loses data (JPEG, lossy WebP, JPEG-compressed TIFF)
     lossless: bool = True
-
-
-class ImageTooLarge(ValueError):
-    """The header declares more pixels or bytes than the limits allow."""
 
 
 def check_size(frames: int, height: int, width: int, channels: int, itemsize: int) -> None:
@@ -108,37 +103,6 @@ def _is_tiff(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(4)
     return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-def load_image(path: str | os.PathLike) -> ImageFile:
-    """Read an image file as a viewer shows it, with its ICC profile; 16-bit depth is kept.
-
-    Every frame is read (animated GIF/WebP/PNG, multi-page and multi-series TIFF) as a stack
-    ``(T, H, W[, C])`` when the frames have one size; otherwise the file is refused. Any failure
-    (corrupt data, a declared size over the limits, not enough memory, an unexpected decoder
-    error) is a ``ValueError`` that starts with ``cannot read <path>:``.
-    """
-    path = Path(path)
-    _check_regular_file(path)
-    try:
-        if _is_png16_colour(path):  # Pillow would silently drop 8 of the 16 bits
-            return _read_png16(path)
-        if _is_tiff(path):
-            from .tiff import read_tiff
-
-            return read_tiff(path)
-        return read_pillow(path)
-    except MemoryError:
-        raise ValueError(f"cannot read {path}: not enough memory to decode it") from None
-    except ValueError as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
-    except Exception as exc:  # decoders raise many types for hostile files: never a traceback
-        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an array (see :func:`load_image`)."""
-    return load_image(path).array
 
 
 # ------------------------------------------------------------------------------- 16-bit PNG
@@ -207,37 +171,10 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
-
-
-
 def _webp_lossless(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     return b"VP8L" in head and b"VP8 " not in head
-
-
-def pil_frame(im: Any) -> np.ndarray:
-    """One Pillow frame as a viewer shows it: orientation applied, palettes and exotic modes
-    converted (transparency kept as alpha), 16-bit grey kept as uint16."""
-    from PIL import ImageOps
-
-    im = ImageOps.exif_transpose(im)
-    im.load()
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = native(np.asarray(im))
-        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
-            return arr.astype(np.uint16)
-        return arr
-    if im.mode == "F":
-        return np.asarray(im, dtype=np.float32)
-    transparent = bool(getattr(im, "has_transparency_data", "transparency" in im.info))
-    if im.mode == "1":
-        im = im.convert("L")
-    if im.mode in ("L", "RGB") and transparent and "transparency" in im.info:
-        im = im.convert("RGBA")
-    elif im.mode not in ("L", "RGB", "RGBA"):
-        im = im.convert("RGBA" if transparent or "A" in im.getbands() else "RGB")
-    return np.asarray(im)
 
 
 def read_pillow(path: Path) -> ImageFile:
@@ -281,7 +218,6 @@ def _icc_fits(profile: bytes | None, channels: int) -> bytes | None:
     if channels in (0, 1) and space == b"GRAY":
         return profile
     return None
-
 
 
 def write_image(

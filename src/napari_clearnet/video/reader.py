@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ClearNetError
 from .probe import VIDEO_SUFFIXES, ClipInfo, container_comment, is_video, open_container, probe
 from .repair import DAMAGED, VideoWarning, _Damage
 
@@ -66,7 +67,7 @@ def frame_rgb(frame: Any, rotation: int | None = None, reformatter: Any = None,
 _END = object()
 
 
-class _Restart(Exception):
+class _Restart(ClearNetError):
     """A seek landed where the frames cannot be named, or past the frame asked for."""
 
 

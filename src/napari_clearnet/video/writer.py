@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._util.validate import check_number, option
+from ..errors import ClearNetError
 from .reader import ClipInfo, VideoReader, lazy
 
 __all__ = ["DEFAULT_CRF", "DEFAULT_PRESET", "DEFAULT_TEMPORAL_SMOOTHING", "Encoding", "VideoWriter",
@@ -239,7 +240,7 @@ class VideoWriter:
         return stream, tb
 
 
-class _Stopped(Exception):
+class _Stopped(ClearNetError):
     """The writer was aborted."""
 
 
@@ -326,7 +327,8 @@ def dehaze_video(
     was repaired and what the output leaves out.
     """
     from .._util.files import atomic_path, tag_text
-    from ..core.engine import Dehazer, cached_model
+    from ..api import cached_model
+    from ..core.engine import Dehazer
     from ..core.run import drive, run
 
     if isinstance(model, Dehazer):
