@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from _hub import FakeHub
 
-from napari_clearnet import weights
-from napari_clearnet.cli import main as cli
+from napari_clearnet import cli, weights
 
 
 def test_cli_list_json_and_errors(offline: None, capsys: pytest.CaptureFixture[str]) -> None:

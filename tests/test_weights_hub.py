@@ -18,8 +18,7 @@ from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from napari_clearnet import load_model, weights
-from napari_clearnet.cli import main as cli
+from napari_clearnet import cli, load_model, weights
 from napari_clearnet.core.model import ClearNet, ClearNetConfig
 from napari_clearnet.weights import hub as hub_module
 

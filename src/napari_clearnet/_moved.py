@@ -74,7 +74,10 @@ def _find(homes: tuple[str, ...], name: str) -> tuple[str, Any]:
         except ModuleNotFoundError:  # a home this release does not have
             continue
         if hasattr(module, name):
-            return f"{PACKAGE}.{home}", getattr(module, name)
+            value = getattr(module, name)
+            defined = getattr(value, "__module__", None)  # the home it was defined in, if it was ours
+            where = defined if isinstance(defined, str) and defined.startswith(f"{PACKAGE}.") else None
+            return where or f"{PACKAGE}.{home}", value
     raise AttributeError(name)
 
 

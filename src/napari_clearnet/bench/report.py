@@ -55,8 +55,6 @@ def format_markdown(report: dict[str, Any]) -> str:
         vi = f"{s['loaded_vs_idle']:.2f}×" if "loaded_vs_idle" in s else "–"
         lines.append(f"| {label} | {vd} | {vo} | {vi} |")
     if "clip" in report:
-        from .video import format_clip
-
         lines += ["", format_clip(report["clip"])]
     return "\n".join(lines)
 
@@ -69,7 +67,15 @@ def format_report(report: dict[str, Any], rows: bool = True) -> str:
                  for k, v in s.items()]
         lines.append(f"ClearNet at {label}: " + ", ".join(parts))
     if "clip" in report:
-        from .video import format_clip
-
         lines.append(format_clip(report["clip"]))
     return "\n".join(lines)
+
+def format_clip(c: dict[str, Any]) -> str:
+    """One line for the terminal (and the docs)."""
+    what = ("skipped: {skipped}" if "skipped" in c else
+            "dehaze only {dehaze_fps:.2f} fps, end to end (decode, dehaze, encode) {end_to_end_fps:.2f} "
+            "fps = {percent:.0f} % (medians; fastest repeats {best_dehaze_fps:.2f} and "
+            "{best_end_to_end_fps:.2f} fps = {best:.0f} %); decoding alone {decode_fps:.0f} fps, "
+            "encoding alone {encode_fps:.1f} fps")
+    percent, best = 100 * c.get("ratio", 0), 100 * c.get("best_ratio", 0)
+    return "clip {frames}x{width}x{height} H.264: ".format(**c) + what.format(percent=percent, best=best, **c)

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 from .._util.validate import json_text
 from .load import busy_cores
 from .report import format_header, format_markdown, format_report, format_row
+from .worker import run_worker
 
 __all__ = ["DEFAULT_SIZES", "format_markdown", "format_report", "machine_info", "run_benchmark", "shape_for"]
 
@@ -174,18 +174,6 @@ def _spawn(method: str, frames: int, height: int, width: int, repeats: int, devi
                        timeout)
 
 
-def run_worker(argv: list[str], timeout: float) -> dict:
-    """Run ``python -m napari_clearnet.bench ARGV`` and return the JSON its last line prints."""
-    args = [sys.executable, "-m", "napari_clearnet.bench", *argv]
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"worker failed (exit {proc.returncode}): {' | '.join(tail)}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
 
 def run_benchmark(
     sizes: Sequence[float] = DEFAULT_SIZES,
@@ -225,7 +213,8 @@ def run_benchmark(
     report = {"machine": machine_info(device), "repeats": repeats, "loads": list(loads), "results": results,
               "speedups": _speedups(results)}
     if clip is not None:
-        from .video import format_clip, measure_clip
+        from .report import format_clip
+        from .video import measure_clip
 
         report["clip"] = measure_clip(clip, repeats, device)
         if log is not None:

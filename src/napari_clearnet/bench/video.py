@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_CLIP", "clip_worker", "format_clip", "make_clip", "measure_clip", "parse_shape"]
+__all__ = ["DEFAULT_CLIP", "clip_worker", "make_clip", "measure_clip", "parse_shape"]
 
 #: frames, height, width of the clip measured unless --clip says otherwise (1080p)
 DEFAULT_CLIP = (48, 1080, 1920)
@@ -64,7 +64,7 @@ def measure_clip(clip: tuple[int, int, int], repeats: int, device: str) -> dict[
     """The clip row, measured by :func:`clip_worker` in a fresh subprocess."""
     import json
 
-    from .runner import run_worker
+    from .worker import run_worker
 
     n, h, w = clip
     out = run_worker(["--clip-worker", json.dumps([n, h, w, repeats, device])], 1800.0)
@@ -121,14 +121,3 @@ def clip_worker(frames: int, height: int, width: int, repeats: int, device: str)
             "best_dehaze_fps": best_only, "best_end_to_end_fps": best_e2e, "best_ratio": best_e2e / best_only,
             "decode_fps": frames / decode_s, "encode_fps": frames / encode_s,
             "threads": torch.get_num_threads(), "repeats": repeats}
-
-
-def format_clip(c: dict[str, Any]) -> str:
-    """One line for the terminal (and the docs)."""
-    what = ("skipped: {skipped}" if "skipped" in c else
-            "dehaze only {dehaze_fps:.2f} fps, end to end (decode, dehaze, encode) {end_to_end_fps:.2f} "
-            "fps = {percent:.0f} % (medians; fastest repeats {best_dehaze_fps:.2f} and "
-            "{best_end_to_end_fps:.2f} fps = {best:.0f} %); decoding alone {decode_fps:.0f} fps, "
-            "encoding alone {encode_fps:.1f} fps")
-    percent, best = 100 * c.get("ratio", 0), 100 * c.get("best_ratio", 0)
-    return "clip {frames}x{width}x{height} H.264: ".format(**c) + what.format(percent=percent, best=best, **c)

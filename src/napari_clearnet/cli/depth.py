@@ -30,37 +30,7 @@ from ..core.run import drive
 from ..io import images as io
 from ..io.load import load_image
 
-__all__ = ["add_arguments", "run_from_args"]
-
-
-def _point(text: str) -> tuple[float, float, float, str]:
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        if len(parts) not in (3, 4):
-            raise ValueError
-        x, y, d = (float(v) for v in parts[:3])
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected X,Y,METRES[,LABEL] (pixel column, row, known distance), e.g. 412,230,85; got {text!r}"
-        ) from None
-    return x, y, d, parts[3] if len(parts) == 4 else ""
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", metavar="IMAGE",
-                   help="one image file (or one frame of a stack or a video clip, with --frame)")
-    p.add_argument("--point", dest="points", action="append", type=_point, default=[],
-                   metavar="X,Y,METRES[,LABEL]",
-                   help="a pixel (column X, row Y) whose distance from the camera is known; repeat for "
-                        "more points (two or more give uncertainties)")
-    from .main import add_output_and_method_arguments
-
-    add_output_and_method_arguments(p)
-    p.add_argument("--frame", type=int, default=None, metavar="I",
-                   help="which frame of a multi-frame file (animation, multi-page TIFF, video clip) to read")
-    p.add_argument("--png", action="store_true",
-                   help="also write <stem>_optical_depth.png (16-bit, to look at)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+__all__ = ["run_from_args"]
 
 
 def _outputs(image: Path, out: Path, n_points: int, png: bool) -> dict[str, Path]:

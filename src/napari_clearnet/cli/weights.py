@@ -12,29 +12,7 @@ import sys
 
 from .. import weights as w
 
-__all__ = ["add_arguments"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the ``weights`` sub-subcommands to ``p``."""
-    p.add_argument(
-        "--registry", metavar="JSON", default=None,
-        help=f"use this registry.json instead of the shipped one (or set ${w.REGISTRY_ENV})",
-    )
-    sub = p.add_subparsers(dest="weights_command", required=True, metavar="{list,download,verify,path}")
-    ls = sub.add_parser("list", help="known models, their size and whether they are available offline")
-    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ls.set_defaults(func=_list)
-    dl = sub.add_parser("download", help="fetch models from the Hub into the HF cache and verify them")
-    dl.add_argument("names", nargs="+", metavar="NAME", help="registry name or hf://ORG/REPO/FILE.safetensors")
-    dl.add_argument("--force", action="store_true", help="download again even if cached")
-    dl.set_defaults(func=_download)
-    ve = sub.add_parser("verify", help="check local copies against size and sha256 (no network)")
-    ve.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
-    ve.set_defaults(func=_verify)
-    pa = sub.add_parser("path", help="print the local file of a model (downloads nothing)")
-    pa.add_argument("name", metavar="NAME")
-    pa.set_defaults(func=_path)
+__all__ = ["run"]
 
 
 def _fail(message: str) -> int:
@@ -119,3 +97,9 @@ def _path(args: argparse.Namespace) -> int:
         return _fail(f"{args.name} is not downloaded; run `clearnet weights download {args.name}`")
     print(local)
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``clearnet weights`` sub-subcommand the parser chose."""
+    handlers = {"list": _list, "download": _download, "verify": _verify, "path": _path}
+    return handlers[args.weights_command](args)
