@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -268,6 +269,17 @@ def test_sigterm_cleans_up_like_ctrl_c_and_a_rerun_removes_stale_parts(tmp_path:
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
 def test_terminating_signal_mid_write_leaves_no_partial_file(tmp_path, monkeypatch, capsys, sig) -> None:
+    # the disposition this test needs, whatever the suite was launched under (nohup ignores SIGHUP,
+    # and an ignored signal stays ignored by design): the default, put back afterwards
+    signum = getattr(signal, sig)
+    launched_with = signal.signal(signum, signal.SIG_DFL)
+    try:
+        _signal_mid_write(tmp_path, monkeypatch, capsys, sig)
+    finally:
+        signal.signal(signum, launched_with)
+
+
+def _signal_mid_write(tmp_path, monkeypatch, capsys, sig) -> None:
     for name in ("a.png", "b.png", "c.png"):
         photo(tmp_path / "in" / name)
     real = os.replace
@@ -286,6 +298,22 @@ def test_terminating_signal_mid_write_leaves_no_partial_file(tmp_path, monkeypat
     names = sorted(q.name for q in (tmp_path / "out").iterdir())
     assert names in (["a_dehazed.png"], ["a_dehazed.png", "b_dehazed.png"])  # F8: no .part file
     assert signal.getsignal(getattr(signal, sig)) is signal.SIG_DFL  # handlers put back
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_the_sighup_test_passes_under_nohup(tmp_path) -> None:
+    """Launched with SIGHUP ignored (``nohup``), the SIGHUP test still passes, and an ignored
+    SIGHUP stays ignored for the run itself."""
+    test = f"{__file__}::test_terminating_signal_mid_write_leaves_no_partial_file[SIGHUP]"
+
+    def ignore_sighup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xvfb",
+                           test], capture_output=True, text=True, timeout=300, check=False,
+                          preexec_fn=ignore_sighup, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
 
 
 def test_weights_load_once_per_run(folder: Path, tmp_path: Path, monkeypatch) -> None:
