@@ -1,6 +1,7 @@
 """napari-clearnet: physics-based dehazing (ClearNet and the Dark Channel Prior) for napari.
 
-The plain-Python core has no Qt: ``dehaze`` and ``load_model`` work in scripts and on servers.
+The plain-Python core has no Qt: ``dehaze`` and ``load_model`` work in scripts and on servers;
+``dehaze_layer`` and ``dehaze_layers`` (napari needed) run on a viewer's layers.
 Importing the package is cheap: the names below are loaded on first use (PEP 562), so
 ``import napari_clearnet`` and ``clearnet --help`` load neither torch nor napari.
 """
@@ -24,6 +25,8 @@ _PUBLIC: dict[str, str] = {
     "HazeDepth": "analysis.depth",
     "KnownDistance": "analysis.depth",
     "dehaze": "api",
+    "dehaze_layer": "_plugin.layers",
+    "dehaze_layers": "_plugin.layers",
     "dehaze_video": "video.writer",
     "haze_depth": "analysis.depth",
     "load_model": "api",
@@ -41,6 +44,8 @@ __all__ = [
     "KnownDistance",
     "__version__",
     "dehaze",
+    "dehaze_layer",
+    "dehaze_layers",
     "dehaze_video",
     "haze_depth",
     "load_model",
@@ -50,6 +55,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
+    from ._plugin.layers import dehaze_layer, dehaze_layers
     from .analysis.depth import DepthFit, HazeDepth, KnownDistance, haze_depth, visibility
     from .api import dehaze, load_model
     from .core.devices import pick_device
