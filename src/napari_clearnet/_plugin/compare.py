@@ -18,7 +18,7 @@ from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error
 
 from ..analysis import metrics
-from ..core.arrays import describe_layout, frames, pixel_range, to_float01
+from ..core.arrays import describe_layout, frame
 
 __all__ = ["CompareWidget", "grid_of", "measure"]
 
@@ -36,8 +36,8 @@ def frames01(data: Any, rgb: bool) -> list[np.ndarray]:
     """A layer's frames as float32 (H, W) or (H, W, 3) in [0, 1] (alpha dropped)."""
     data = np.asarray(data)
     layout = describe_layout(data.shape, -1 if rgb else None)
-    out = to_float01(frames(data, layout), pixel_range(data, layout))
-    return list(out[..., :3] if layout.channels else out)
+    out = [frame(data, i, layout) for i in range(layout.n_frames)]  # each on the whole layer's range
+    return [f[..., :3] for f in out] if layout.channels else out
 
 
 def measure(layers: Sequence[tuple[str, Any, bool]], reference: tuple[str, Any, bool] | None) -> Rows:

@@ -22,7 +22,8 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
 
 from ..analysis import depth
-from ..core.arrays import describe_layout, frames
+from ..core import arrays
+from ..core.arrays import describe_layout
 from ..core.run import Progress
 from .activity import DownloadProgress
 from .layers import METADATA_KEY, Settings, add_outputs, channel_axis, get_dehazer
@@ -144,8 +145,9 @@ class HazeDepthWidget(_Panel):
             dehazer = get_dehazer(settings.method, settings.model, settings.device,
                                   tqdm_class=DownloadProgress)
             layout = describe_layout(tuple(layer.data.shape), channel_axis(layer))
-            frame = np.asarray(frames(layer.data, layout)[request.frame])
-            hd = yield from depth.estimate(dehazer, frame, channel_axis=-1 if layout.channels else None)
+            frame = arrays.frame(layer.data, request.frame, layout)  # on the whole layer's range
+            hd = yield from depth.estimate(dehazer, frame, channel_axis=-1 if layout.channels else None,
+                                           value_range=(0.0, 1.0))
         except RuntimeError as exc:  # e.g. torch's out-of-memory errors
             raise RunError(str(exc)) from exc
         return DepthRun(layer, request.frame, settings, hd, layout.n_frames)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core import physics
-from ..core.arrays import describe_layout, frame_rgb, frames, to_float01
+from ..core import arrays, physics
+from ..core.arrays import describe_layout, frame_rgb
 from ..core.engine import Dehazer
 from ..errors import ClearNetError
 from .layers import METADATA_KEY, Settings, channel_axis, check_layer, get_dehazer
@@ -106,8 +106,7 @@ def preview_frame(layer: Any, settings: Settings, frame: int = 0, side: int | No
     With ``stop``, the work ends with :class:`Superseded` at the next check once it is true."""
     check_layer(layer)
     layout = describe_layout(tuple(layer.data.shape), channel_axis(layer))
-    raw = np.asarray(frames(layer.data, layout)[frame])
-    rgb = frame_rgb(to_float01(raw), layout.channels)
+    rgb = frame_rgb(arrays.frame(layer.data, frame, layout), layout.channels)  # the whole layer's range
     h, w = rgb.shape[:2]
     s = 1.0 if side is None else min(1.0, side / max(h, w))
     if s < 1.0:

@@ -25,7 +25,7 @@ from .._util import files
 from .._util.validate import json_text
 from ..analysis import depth
 from ..api import resolve_dehazer
-from ..core.arrays import describe_layout, frames
+from ..core.arrays import describe_layout, frame
 from ..core.run import drive
 from ..io import images as io
 from ..io.load import load_image
@@ -45,16 +45,15 @@ def _outputs(image: Path, out: Path, n_points: int, png: bool) -> dict[str, Path
 
 
 def _frame(arr: np.ndarray, index: int | None, path: Path) -> np.ndarray:
-    """The one frame of ``arr`` to read (channels last)."""
+    """The one frame of ``arr`` to read: float32 in [0, 1], channels last, on the whole file's
+    value range (:func:`~napari_clearnet.core.arrays.frame`, as a run reads it)."""
     layout = describe_layout(arr.shape, "auto")
     n = layout.n_frames
-    if n == 1 and index in (None, 0):
-        return arr
-    if index is None:
+    if index is None and n != 1:
         raise ValueError(f"{path} holds {n} frames; choose one with --frame I (0 to {n - 1})")
-    if not 0 <= index < n:
+    if not 0 <= (index or 0) < n:
         raise ValueError(f"--frame {index} is out of range: {path} holds {n} frames (0 to {n - 1})")
-    return frames(arr, layout)[index]
+    return frame(arr, index or 0, layout)
 
 
 def _read(path: Path, index: int | None) -> np.ndarray:
@@ -69,7 +68,7 @@ def _read(path: Path, index: int | None) -> np.ndarray:
             raise ValueError(f"{path} is a clip of {n} frames; choose one with --frame I (0 to {n - 1})")
         if index is not None and not 0 <= index < n:
             raise ValueError(f"--frame {index} is out of range: {path} holds {n} frames (0 to {n - 1})")
-        arr = np.array(clip.frame(index or 0))
+        arr = frame(np.array(clip.frame(index or 0)))
         for note in clip.notes:
             print(f"clearnet depth: note: {path.name}: {note}", file=sys.stderr)
         return arr
@@ -85,7 +84,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         points = depth.as_points(args.points)
         arr = _read(path, args.frame)
         dehazer = resolve_dehazer(args.method, args.model, args.device)
-        hd = drive(depth.estimate(dehazer, arr))
+        hd = drive(depth.estimate(dehazer, arr, value_range=(0.0, 1.0)))  # arr: one frame in [0, 1]
         fit = hd.fit(points) if points else None
         if fit is not None:
             for note in fit.warnings:

@@ -26,6 +26,7 @@ __all__ = [
     "as_array",
     "check_value_range",
     "describe_layout",
+    "frame",
     "frame_rgb",
     "frames",
     "pixel_range",
@@ -289,6 +290,20 @@ def frames(image: Any, layout: Layout) -> Any:
     arrays stay lazy, so a frame is read when it is indexed)."""
     tail = (layout.height, layout.width) + ((layout.channels,) if layout.channels else ())
     return channels_last(image, layout).reshape((layout.n_frames, *tail))
+
+
+def frame(image: Any, index: int = 0, layout: Layout | None = None, value_range: Any = None) -> np.ndarray:
+    """Frame ``index`` of ``image`` (an array, or a napari layer's ``data``) as float32 in [0, 1],
+    channels last, read on the value range of the **whole** array, as the run loop reads it
+    (:class:`FrameScaler`). The one way to take a frame: the live preview, Compare, Haze depth and
+    ``clearnet depth`` all come through here, so a frame looks the same in each and in a run. A lazy
+    (dask) array is read one frame at a time, so its range is that frame's (see FrameScaler)."""
+    image = as_array(image)
+    layout = layout or describe_layout(tuple(np.shape(image)), "auto")
+    if not -layout.n_frames <= index < layout.n_frames:
+        raise IndexError(f"frame {index} is out of range: the array holds {layout.n_frames} frames")
+    index %= layout.n_frames
+    return FrameScaler(image, layout, value_range).scale([frames(image, layout)[index]], index)[0]
 
 
 def frame_rgb(frame: np.ndarray, channels: int) -> np.ndarray:
