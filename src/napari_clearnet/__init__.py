@@ -19,6 +19,7 @@ _moved.install()
 #: public name → the module that defines it (relative to this package)
 _PUBLIC: dict[str, str] = {
     "ClearNetError": "errors",
+    "DehazeOptions": "core.options",
     "DehazeResult": "core.run",
     "Dehazer": "core.engine",
     "DepthFit": "analysis.depth",
@@ -37,6 +38,7 @@ _PUBLIC: dict[str, str] = {
 
 __all__ = [
     "ClearNetError",
+    "DehazeOptions",
     "DehazeResult",
     "Dehazer",
     "DepthFit",
@@ -60,6 +62,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .api import dehaze, load_model
     from .core.devices import pick_device
     from .core.engine import Dehazer
+    from .core.options import DehazeOptions
     from .core.run import DehazeResult
     from .errors import ClearNetError
     from .video.reader import read_video

@@ -23,6 +23,7 @@ from .core import dcp
 from .core.checks import probe_weights
 from .core.devices import pick_device
 from .core.engine import Dehazer, check_method
+from .core.options import DehazeOptions
 from .core.run import DehazeResult
 
 __all__ = ["cached_model", "dehaze", "load_model", "resolve_dehazer"]
@@ -85,6 +86,7 @@ def cached_model(
 
 def dehaze(
     image: Any,
+    options: DehazeOptions | None = None,
     *,
     method: str | None = None,
     model: str | os.PathLike | Dehazer | None = None,
@@ -101,7 +103,8 @@ def dehaze(
     address or a :class:`Dehazer` from :func:`load_model` (whose method ``method`` must match).
     ``progress(done, total)`` is called after every frame.
 
-    Keyword arguments (see :func:`napari_clearnet.run.run`): ``channel_axis``, ``value_range``;
+    ``options`` (a :class:`~napari_clearnet.DehazeOptions`, checked when made) holds the run
+    options below; keyword arguments go on top of it. Keyword arguments: ``channel_axis``, ``value_range``;
     ``airlight`` overrides A; ``t0`` the lower bound of t in the recovery; ``temporal_smoothing``
     in [0, 1) steadies A and the haze amount along a stack; ``strip_pixels`` bounds the memory of
     the full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
@@ -113,7 +116,7 @@ def dehaze(
     editor's dehaze slider; ``with_raw`` adds the method's raw t, ``with_sources`` the airlight's
     source pixels. The input is never modified.
     """
-    return resolve_dehazer(method, model, device).dehaze(image, progress=progress, **kwargs)
+    return resolve_dehazer(method, model, device).dehaze(image, options, progress=progress, **kwargs)
 
 
 def resolve_dehazer(method: str | None, model: str | os.PathLike | Dehazer | None, device: str | torch.device

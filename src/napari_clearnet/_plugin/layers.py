@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import api
-from .._util.validate import check_airlight, check_strength
+from .._util.validate import check_airlight
 from ..choices import METHOD_LABELS, METHODS
 from ..core.engine import Dehazer
+from ..core.options import DehazeOptions
 from ..core.run import DehazeResult, Progress, drive, run
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Settings:
     strength: float = 1.0
 
     def __post_init__(self) -> None:
-        check_strength(self.strength)
+        self.options()  # every run option checked here, once, as the run will read it
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.airlight is not None:
@@ -78,10 +79,10 @@ class Settings:
             d["model"] = None
         return json.dumps(d, sort_keys=True)
 
-    def run_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`napari_clearnet.run.run` these settings stand for."""
-        return {"airlight": self.airlight, "t0": self.t0, "temporal_smoothing": self.temporal_smoothing,
-                "sky_protection": self.sky_protection, "strength": self.strength}
+    def options(self, **changes: Any) -> DehazeOptions:
+        """The run options these settings stand for (with ``changes``)."""
+        return DehazeOptions(airlight=self.airlight, t0=self.t0, temporal_smoothing=self.temporal_smoothing,
+                             sky_protection=self.sky_protection, strength=self.strength).replace(**changes)
 
 
 @dataclass
@@ -131,9 +132,8 @@ def run_layer(
     """Dehaze a layer frame by frame, yielding ``(frames done, n_frames)``; returns a
     :class:`LayerRun`. Stopping the generator early leaves nothing behind."""
     check_layer(layer)
-    result = yield from run(dehazer, layer.data, channel_axis=channel_axis(layer), with_raw=with_raw,
-                            with_sources=with_sources, provenance={"source_layer": layer.name},
-                            **settings.run_options())
+    opts = settings.options(channel_axis=channel_axis(layer), with_raw=with_raw, with_sources=with_sources)
+    result = yield from run(dehazer, layer.data, opts, provenance={"source_layer": layer.name})
     return LayerRun(layer, settings, result)
 
 

@@ -114,11 +114,11 @@ def preview_frame(layer: Any, settings: Settings, frame: int = 0, side: int | No
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
         rgb = physics.resize(x, size)[0].permute(1, 2, 0).clamp(0, 1).contiguous().numpy()
     dehazer = get_dehazer(settings.method, settings.model, settings.device)
-    options = settings.run_options()
+    options = settings.options()
     if stop is not None:
         dehazer = interruptible(dehazer, stop)
-        options["strip_pixels"] = LIVE_STRIP_PIXELS
-    res = dehazer.dehaze(rgb, **options)
+        options = options.replace(strip_pixels=LIVE_STRIP_PIXELS)
+    res = dehazer.dehaze(rgb, options)
     return res.image if layout.channels >= 3 else res.image.mean(-1)
 
 

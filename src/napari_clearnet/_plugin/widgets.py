@@ -29,6 +29,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from .. import weights
+from .._util.validate import MAX_STRENGTH
 from ..choices import METHOD_TITLES
 from ..core.arrays import describe_layout
 from ..core.devices import available_devices
@@ -247,7 +248,7 @@ class DehazeWidget(_Panel):
     run_text = "Dehaze"
 
     def _add_controls(self) -> None:
-        self.strength = FloatSlider(label="strength", value=1.0, min=0.0, max=2.0, step=0.05,
+        self.strength = FloatSlider(label="strength", value=1.0, min=0.0, max=MAX_STRENGTH, step=0.05,
                                     tooltip="how much of the estimated haze to remove: 1 = the model's "
                                             "estimate, 0 = none, >1 = more")
         self.live = CheckBox(text="preview while adjusting", value=True,

@@ -37,6 +37,7 @@ from ..api import resolve_dehazer
 from ..core import physics
 from ..core.arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
 from ..core.engine import SKY_SMOOTH, Dehazer
+from ..core.options import DehazeOptions
 from ..core.run import DehazeResult, Progress, drive, run
 
 __all__ = [
@@ -419,8 +420,8 @@ def estimate(dehazer: Dehazer, image: Any, *, channel_axis: int | str | None = "
                          f"{tuple(np.shape(image))}): pass one of them")
     scaled = FrameScaler(image, layout, value_range).scale([frames(image, layout)[0]])[0]
     rgb = frame_rgb(scaled, layout.channels)
-    res = yield from run(dehazer, rgb, channel_axis=-1, value_range=(0.0, 1.0), sky_protection=0.0,
-                         strength=1.0)
+    own_t = DehazeOptions(channel_axis=-1, value_range=(0.0, 1.0), sky_protection=0.0, strength=1.0)
+    res = yield from run(dehazer, rgb, own_t)
     return HazeDepth(res.transmission, res.airlight, dehazer.estimator.t_floor, rgb, 0.0, res.provenance)
 
 

@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .._util.validate import check_number, check_sky_protection, check_strength, option
+from .._util.validate import check_number, option
 from ..choices import BIT_DEPTHS, FORMATS, METHODS
-from ..core.arrays import check_value_range
 from ..core.devices import pick_device
+from ..core.options import VIDEO_TEMPORAL_SMOOTHING, DehazeOptions
 from ..errors import BatchError
 from ..video.writer import DEFAULT_CRF, DEFAULT_PRESET, Encoding
 
@@ -61,27 +61,29 @@ class BatchOptions:
     #: on a cluster: seconds to wait for a first worker, and for one when all have left
     worker_wait: float = 120.0
 
+    def dehaze_options(self, *, clip: bool) -> DehazeOptions:
+        """The run options of one input (a clip's temporal smoothing defaults to
+        :data:`~napari_clearnet.core.options.VIDEO_TEMPORAL_SMOOTHING`, an image stack's to off)."""
+        smoothing = self.temporal_smoothing
+        if smoothing is None:
+            smoothing = VIDEO_TEMPORAL_SMOOTHING if clip else 0.0
+        return DehazeOptions(channel_axis=self.channel_axis, value_range=self.value_range,
+                             sky_protection=self.sky_protection, strength=self.strength,
+                             temporal_smoothing=smoothing)
+
     def __post_init__(self) -> None:
         _one_of("method", self.method, METHODS)
         _one_of("damaged_frames", self.damaged_frames, ("repeat", "stop"))
         try:
             Encoding(self.crf, self.preset)
-            if self.temporal_smoothing is not None:
-                check_number(self.temporal_smoothing, option("temporal_smoothing"), "[0, 1)")
-            if self.sky_protection is not None:
-                check_sky_protection(self.sky_protection)
+            run = self.dehaze_options(clip=False)  # the run options: checked as every run checks them
+            self.value_range = run.value_range
             pick_device(self.device)
             if self.quality is not None:
                 self.quality = check_number(self.quality, option("quality"), "[1, 100]", integer=True)
-            if self.value_range is not None:
-                self.value_range = check_value_range(self.value_range)
-            check_strength(self.strength)
             self.worker_wait = check_number(self.worker_wait, option("worker_wait"), "[0, 86400]")
         except ValueError as exc:
             raise BatchError(str(exc)) from None
-        ca = self.channel_axis
-        if not (ca is None or ca == "auto" or (isinstance(ca, int) and not isinstance(ca, bool))):
-            raise BatchError(f"{option('channel_axis')} must be an axis number, None or 'auto', got {ca!r}")
         _one_of("format", self.format, FORMATS)
         self.bit_depth = str(self.bit_depth)
         _one_of("bit_depth", self.bit_depth, BIT_DEPTHS)

@@ -35,7 +35,7 @@ from ..errors import OutputFolderError
 from ..io import images as io
 from ..io.load import load_image
 from ..video.reader import is_video
-from ..video.writer import DEFAULT_TEMPORAL_SMOOTHING, Encoding
+from ..video.writer import Encoding
 from .inputs import read_tag
 from .options import BatchOptions
 from .plan import (
@@ -168,9 +168,7 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
             f"{layout.n_frames} frames (shape {arr.shape}); a stack is written as one TIFF: add "
             f"{option('format', 'tif')}"
         )
-    result = dehazer.dehaze(arr, channel_axis=layout.channel_axis, value_range=opts.value_range,
-                            sky_protection=opts.sky_protection, strength=opts.strength,
-                            temporal_smoothing=opts.temporal_smoothing or 0.0)
+    result = dehazer.dehaze(arr, opts.dehaze_options(clip=False).replace(channel_axis=layout.channel_axis))
     image = result.image
     if layout.channel_axis is not None and layout.channel_axis != arr.ndim - 1:
         image = np.moveaxis(image, layout.channel_axis, -1)  # files hold channels last
@@ -229,15 +227,14 @@ def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarF
     wanted = _wanted(opts)
     image = plan.image if wanted(plan.image) else None
     trans = plan.transmission if plan.transmission is not None and wanted(plan.transmission) else None
-    smoothing = DEFAULT_TEMPORAL_SMOOTHING if opts.temporal_smoothing is None else opts.temporal_smoothing
     written: list[Path] = []
     with _folder_errors(plan.image.parent):
         bar = None if bars is None else bars(plan.source.name, 0)
         result = dehaze_video(
-            plan.source, image, model=dehazer, overwrite=opts.overwrite, temporal_smoothing=smoothing,
+            plan.source, image, model=dehazer, overwrite=opts.overwrite,
+            options=opts.dehaze_options(clip=True),
             side_by_side=opts.side_by_side, encoding=Encoding(opts.crf, opts.preset), transmission=trans,
-            source_fingerprint=fp, progress=bar, sky_protection=opts.sky_protection, strength=opts.strength,
-            damaged=opts.damaged_frames,
+            source_fingerprint=fp, progress=bar, damaged=opts.damaged_frames,
         )
         notes.extend(result.provenance.get("notes", []))
         notes.extend(_image_only_options(opts))

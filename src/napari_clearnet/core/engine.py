@@ -25,11 +25,7 @@ import numpy as np
 import torch
 
 from .._util.validate import (
-    check_airlight,
-    check_number,
     check_sky_protection,
-    check_strength,
-    check_t0,
 )
 from ..choices import METHODS
 from . import dcp, physics, threads
@@ -39,15 +35,13 @@ from .checks import check_frame
 from .devices import pick_device
 from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
 from .model import ClearNet
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_STRIP_PIXELS, DehazeOptions
 from .recovery import recover_frame
 from .run import DehazeResult, FrameResult, drive, run
 
-__all__ = ["DEFAULT_SKY_PROTECTION", "Dehazer", "FrameResult", "check_method"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SKY_PROTECTION", "DEFAULT_STRIP_PIXELS", "Dehazer", "FrameResult",
+           "check_method"]
 
-#: pixels per strip of the full-resolution pass at most (``strip_pixels``); bounds peak memory
-DEFAULT_STRIP_PIXELS = 4_000_000
-#: frames whose working copies go through the estimator together (video and stacks)
-DEFAULT_BATCH_SIZE = 8
 #: at most this many full-resolution pixels are held for one batch of frames
 BATCH_PIXELS = 16_000_000
 #: at most this many airlight source pixels are reported per frame (the most haze-opaque ones)
@@ -148,48 +142,36 @@ class Dehazer:
     def iter_frames(
         self,
         image: Any,
+        options: DehazeOptions | None = None,
         *,
-        channel_axis: int | str | None = "auto",
-        value_range: tuple[float, float] | None = None,
-        airlight: Any = None,
-        t0: float | None = None,
-        temporal_smoothing: float = 0.0,
-        strip_pixels: int = DEFAULT_STRIP_PIXELS,
-        with_raw: bool = False,
-        batch_size: int = DEFAULT_BATCH_SIZE,
         out: tuple[np.ndarray, np.ndarray] | None = None,
-        sky_protection: float | None = None,
-        strength: float = 1.0,
+        **changes: Any,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         """Yield ``(index, n_frames, FrameResult)`` frame by frame; frames of lazy (dask) arrays
-        are read when their batch comes, never all at once. ``temporal_smoothing`` in [0, 1)
-        blends each frame's A and haze amount s with the previous frame's (exponential moving
-        average) so a clip does not flicker; batched or not, the results are the same.
-        ``out`` = (J (n, H, W, 3), t (n, H, W)) float32 arrays receive the frames in place of
-        new ones. See :func:`dehaze` for the other parameters.
+        are read when their batch comes, never all at once. ``options`` (a :class:`DehazeOptions`,
+        with keyword ``changes`` on top) say how; ``temporal_smoothing`` in [0, 1) blends each
+        frame's A and haze amount s with the previous frame's (exponential moving average) so a
+        clip does not flicker; batched or not, the results are the same. ``out`` = (J (n, H, W, 3),
+        t (n, H, W)) float32 arrays receive the frames in place of new ones.
         """
+        opts = DehazeOptions.of(options, changes)
         with self._threads():  # the whole run, reading the input's range included
-            yield from self._iter_frames(image, channel_axis, value_range, airlight, t0, temporal_smoothing,
-                                         strip_pixels, with_raw, batch_size, out, sky_protection, strength)
+            yield from self._iter_frames(image, opts, out)
 
     def _iter_frames(
-        self, image: Any, channel_axis: int | str | None, value_range: tuple[float, float] | None,
-        airlight: Any, t0: float | None, temporal_smoothing: float, strip_pixels: int, with_raw: bool,
-        batch_size: int, out: tuple[np.ndarray, np.ndarray] | None, sky_protection: float | None,
-        strength: float,
+        self, image: Any, opts: DehazeOptions, out: tuple[np.ndarray, np.ndarray] | None,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         image = as_array(image)
-        layout = describe_layout(tuple(np.shape(image)), channel_axis)
-        smoothing = check_number(temporal_smoothing, "temporal_smoothing", "[0, 1)")
-        batch_size = check_number(batch_size, "batch_size", "[1, inf)", integer=True)
+        layout = describe_layout(tuple(np.shape(image)), opts.channel_axis)
+        smoothing, batch_size = opts.temporal_smoothing, opts.batch_size
         params = _Params(
-            t0=self.estimator.recovery_t0(check_t0(t0)), strength=check_strength(strength),
-            sky_protection=self.resolve_sky(sky_protection), with_raw=bool(with_raw),
-            strip_pixels=check_number(strip_pixels, "strip_pixels", "[1, inf)", integer=True),
+            t0=self.estimator.recovery_t0(opts.t0), strength=opts.strength,
+            sky_protection=self.resolve_sky(opts.sky_protection), with_raw=opts.with_raw,
+            strip_pixels=opts.strip_pixels,
         )
-        a_fixed = None if airlight is None else check_airlight(airlight)
+        a_fixed = None if opts.airlight is None else np.asarray(opts.airlight, np.float32)
         # one range for the whole array (every frame, alpha excluded): a stack never gets two scales
-        scaler = FrameScaler(image, layout, value_range)
+        scaler = FrameScaler(image, layout, opts.value_range)
         stack = frames(image, layout)
         n = layout.n_frames
         k = max(1, min(batch_size, BATCH_PIXELS // max(1, layout.height * layout.width),
@@ -290,7 +272,7 @@ class Dehazer:
         return yx.astype(np.float32)
 
     # ------------------------------------------------------------------ whole arrays
-    def dehaze(self, image: Any, *, progress: Callable[[int, int], None] | None = None, **kwargs: Any
-               ) -> DehazeResult:
+    def dehaze(self, image: Any, options: DehazeOptions | None = None, *,
+               progress: Callable[[int, int], None] | None = None, **changes: Any) -> DehazeResult:
         """Dehaze an image or a stack; see :func:`napari_clearnet.dehaze` for the parameters."""
-        return drive(run(self, image, **kwargs), progress)
+        return drive(run(self, image, options, **changes), progress)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .._util.validate import check_airlight
 from .arrays import as_array, describe_layout, restore_layout
 from .limits import check_memory
+from .options import DehazeOptions
 
 if TYPE_CHECKING:  # the run loop drives any Dehazer; engine imports this module, not the reverse
     from .engine import Dehazer
@@ -88,19 +88,20 @@ class DehazeResult:
 def run(
     dehazer: Dehazer,
     image: Any,
+    options: DehazeOptions | None = None,
     *,
-    with_sources: bool = False,
     provenance: dict[str, Any] | None = None,
     sink: Sink | None = None,
-    **options: Any,
+    **changes: Any,
 ) -> Generator[Progress, None, DehazeResult]:
     """Dehaze ``image`` with ``dehazer``, yielding ``(frames done, n_frames)`` (first ``(0, n)``)
     and returning a :class:`DehazeResult`; stopping the generator early leaves nothing behind.
 
-    ``options`` are those of :meth:`Dehazer.iter_frames` (``channel_axis``, ``value_range``,
-    ``airlight``, ``t0``, ``temporal_smoothing``, ``strip_pixels``, ``batch_size``,
-    ``sky_protection``, ``strength``, ``with_raw``; see :func:`napari_clearnet.dehaze`);
-    ``with_sources`` adds the airlight's source pixels and ``provenance`` entries to the record.
+    ``options`` is a :class:`~napari_clearnet.core.options.DehazeOptions` (checked once, when made),
+    with keyword ``changes`` on top (``channel_axis``, ``value_range``, ``airlight``, ``t0``,
+    ``temporal_smoothing``, ``strip_pixels``, ``batch_size``, ``sky_protection``, ``strength``,
+    ``with_raw``, ``with_sources``; see :func:`napari_clearnet.dehaze`); ``provenance`` entries
+    are added to the record.
     ``sink(i, frame)`` streams: each frame's :class:`~napari_clearnet.engine.FrameResult` (J as
     (H, W, 3) RGB, t as (H, W), its buffers the sink's to keep) goes to it as soon as it is done and
     nothing else is kept but A, so a clip of any length runs in the memory of a few frames.
@@ -108,22 +109,23 @@ def run(
     work (:func:`~napari_clearnet.limits.check_memory`).
     """
     start = time.perf_counter()
+    opts = DehazeOptions.of(options, changes)
     image = as_array(image)
-    layout = describe_layout(tuple(np.shape(image)), options.pop("channel_axis", "auto"))
+    layout = describe_layout(tuple(np.shape(image)), opts.channel_axis)
     n, h, w = layout.n_frames, layout.height, layout.width
     keep = sink is None
     if keep:  # G9: J and t of every frame are held: refuse what the machine cannot hold, up front
-        per_frame = h * w * 4 * (4 + bool(options.get("with_raw")))
+        per_frame = h * w * 4 * (4 + opts.with_raw)
         check_memory(n * per_frame, f"the results (J and t, float32) of {n} frame(s) of {w}×{h}",
                      "dehaze clips with napari_clearnet.dehaze_video or `clearnet dehaze` (they stream "
                      "frames into a file), or pass fewer frames at a time")
     j = np.empty((n, h, w, 3), np.float32) if keep else None
     t = np.empty((n, h, w), np.float32) if keep else None
     a = np.empty((n, 3), np.float32)
-    raw = np.empty((n, h, w), np.float32) if options.get("with_raw") and keep else None
+    raw = np.empty((n, h, w), np.float32) if opts.with_raw and keep else None
     points: list[np.ndarray] = []
     out = (j, t) if keep else None
-    frames = dehazer.iter_frames(image, channel_axis=layout.channel_axis, out=out, **options)
+    frames = dehazer.iter_frames(image, opts.replace(channel_axis=layout.channel_axis), out=out)
     yield 0, n
     for i, total, res in frames:
         a[i] = res.airlight  # J and t were written into j[i] and t[i] (or go to the sink)
@@ -131,25 +133,24 @@ def run(
             sink(i, res)
         if raw is not None and res.transmission_raw is not None:
             raw[i] = res.transmission_raw
-        if with_sources and res.sources is not None:
+        if opts.with_sources and res.sources is not None:
             lead = np.unravel_index(i, layout.frames_shape) if layout.frames_shape else ()
             points.append(np.column_stack([*(np.full(len(res.sources), v) for v in lead), res.sources]))
         yield i + 1, total
     fs = layout.frames_shape
-    airlight = options.get("airlight")
     record = dehazer.provenance(
-        seconds=time.perf_counter() - start, t0=dehazer.estimator.recovery_t0(options.get("t0")),
-        airlight_override=None if airlight is None else [float(v) for v in check_airlight(airlight)],
-        temporal_smoothing=options.get("temporal_smoothing", 0.0),
-        sky_protection=dehazer.resolve_sky(options.get("sky_protection")),
-        strength=float(options.get("strength", 1.0)),
+        seconds=time.perf_counter() - start, t0=dehazer.estimator.recovery_t0(opts.t0),
+        airlight_override=None if opts.airlight is None else list(opts.airlight),
+        temporal_smoothing=opts.temporal_smoothing,
+        sky_protection=dehazer.resolve_sky(opts.sky_protection),
+        strength=opts.strength,
         **(provenance or {}),
     )
     sources = None
-    if with_sources:
+    if opts.with_sources:
         sources = np.concatenate([np.zeros((0, len(fs) + 2)), *points]).astype(np.float32)
     return DehazeResult(
-        image=None if j is None else restore_layout(j, image, layout, options.get("value_range")),
+        image=None if j is None else restore_layout(j, image, layout, opts.value_range),
         transmission=None if t is None else t.reshape((*fs, h, w)),
         airlight=a.reshape((*fs, 3)),
         provenance=record,

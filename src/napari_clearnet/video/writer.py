@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._util.validate import check_number, option
+from ..core.options import VIDEO_TEMPORAL_SMOOTHING, DehazeOptions
 from ..errors import ClearNetError
 from .reader import ClipInfo, VideoReader, lazy
 
@@ -38,7 +39,7 @@ DEFAULT_CRF = 18
 DEFAULT_PRESET = "veryfast"
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 #: temporal smoothing of A and the haze amount for clips unless told otherwise (about 5 frames)
-DEFAULT_TEMPORAL_SMOOTHING = 0.8
+DEFAULT_TEMPORAL_SMOOTHING = VIDEO_TEMPORAL_SMOOTHING
 #: containers a dehazed clip keeps; other inputs are written as Matroska (it holds any audio codec)
 SAME_CONTAINER = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 #: frames each of the decoder's and the encoder's queues holds
@@ -309,7 +310,8 @@ def dehaze_video(
     source_fingerprint: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     damaged: str = "repeat",
-    **options: Any,
+    options: DehazeOptions | None = None,
+    **changes: Any,
 ) -> Any:
     """Dehaze the clip ``source`` into the video file ``target``, streamed frame by frame (any
     length in the memory of a few frames); returns the run's
@@ -319,7 +321,9 @@ def dehaze_video(
     :class:`~napari_clearnet.Dehazer` is reused); ``temporal_smoothing`` steadies A and the haze
     amount along the clip (0 = off); ``side_by_side`` writes hazy | dehazed in one frame (twice the
     width); ``encoding`` sets the H.264 quality; ``transmission`` also writes the transmission map
-    as a grey clip; ``options`` go to the run loop (``sky_protection``, ``strength``, ``t0``, …).
+    as a grey clip; ``options`` (a :class:`~napari_clearnet.DehazeOptions`, in place of
+``temporal_smoothing``) and keyword ``changes`` go to the run loop (``sky_protection``,
+``strength``, ``t0``, …).
     ``target`` is never replaced unless ``overwrite``, and appears only when complete (None:
     write no dehazed clip, e.g. only the transmission). ``damaged``: "repeat" shows a frame that
     cannot be decoded as the one before it, "stop" fails the clip (see
@@ -327,16 +331,12 @@ def dehaze_video(
     was repaired and what the output leaves out.
     """
     from .._util.files import atomic_path, tag_text
-    from ..api import cached_model
-    from ..core.engine import Dehazer
+    from ..api import resolve_dehazer
     from ..core.run import drive, run
 
-    if isinstance(model, Dehazer):
-        if method is not None and method != model.method:
-            raise ValueError(f"method={method!r} but the given Dehazer runs {model.method!r}")
-        dehazer = model
-    else:
-        dehazer = cached_model(model, method=method or "clearnet", device=device)
+    base = options if options is not None else DehazeOptions(temporal_smoothing=temporal_smoothing)
+    opts = DehazeOptions.of(base, changes).replace(channel_axis=-1)  # a clip's frames are RGB
+    dehazer = resolve_dehazer(method, model, device)
     encoding = encoding or Encoding()
     comment = tag_text(source_fingerprint) if source_fingerprint else None
     with contextlib.ExitStack() as stack:
@@ -365,8 +365,7 @@ def dehaze_video(
         import dask
 
         with dask.config.set(scheduler="synchronous"):  # one chunk per frame: no thread pool per frame
-            result = drive(run(dehazer, lazy(reader), sink=sink, channel_axis=-1,
-                               temporal_smoothing=temporal_smoothing, provenance=record, **options), progress)
+            result = drive(run(dehazer, lazy(reader), opts, sink=sink, provenance=record), progress)
         for w in writers.values():
             w.close()
             if w.frames != info.n_frames:
