@@ -10,7 +10,7 @@ from pathlib import Path
 
 import napari
 
-from napari_clearnet._plugin.compare import grid_of
+from napari_clearnet._plugin.widgets.compare import grid_of
 from napari_clearnet._plugin.layers import dehaze_layer
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"

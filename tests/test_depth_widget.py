@@ -12,7 +12,7 @@ pytest.importorskip("napari")
 from _common import dock, haze_with, tilted_plane
 from napari.layers import Surface
 
-from napari_clearnet._plugin import depth_widget as _depth_widget
+from napari_clearnet._plugin.widgets import depth as _depth_widget
 from napari_clearnet.analysis import depth
 
 TIMEOUT_MS = 60_000

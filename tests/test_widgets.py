@@ -25,8 +25,8 @@ from napari.utils.notifications import ErrorNotification, NotificationSeverity
 from napari.viewer import current_viewer
 from qtpy.QtCore import QThreadPool
 
-from napari_clearnet._plugin import widgets as _widgets
 from napari_clearnet._plugin.layers import get_dehazer
+from napari_clearnet._plugin.widgets import dehaze as _widgets
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000

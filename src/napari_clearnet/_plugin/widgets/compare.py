@@ -17,8 +17,8 @@ from napari.layers import Image
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error
 
-from ..analysis import metrics
-from ..core.arrays import describe_layout, frame
+from ...analysis import metrics
+from ...core.arrays import describe_layout, frame
 
 __all__ = ["CompareWidget", "grid_of", "measure"]
 

@@ -21,14 +21,14 @@ from magicgui.widgets import CheckBox, FloatSpinBox, Label, PushButton, Table
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
 
-from ..analysis import depth
-from ..core import arrays
-from ..core.arrays import describe_layout
-from ..core.run import Progress
-from .activity import DownloadProgress
-from .layers import METADATA_KEY, Settings, add_outputs, channel_axis, get_dehazer
-from .preview import current_frame
-from .widgets import RunError, _Panel
+from ...analysis import depth
+from ...core import arrays
+from ...core.arrays import describe_layout
+from ...core.run import Progress
+from ..activity import DownloadProgress
+from ..layers import METADATA_KEY, Settings, add_outputs, channel_axis, get_dehazer
+from ..preview import current_frame
+from .dehaze import RunError, _Panel
 
 __all__ = ["HazeDepthWidget", "surface_data"]
 

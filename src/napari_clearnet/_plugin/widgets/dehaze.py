@@ -28,16 +28,16 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from .. import weights
-from .._util.validate import MAX_STRENGTH
-from ..choices import METHOD_TITLES
-from ..core.arrays import describe_layout
-from ..core.devices import available_devices
-from ..core.engine import DEFAULT_SKY_PROTECTION
-from ..core.run import Progress
-from ..errors import ClearNetError
-from .activity import DownloadProgress
-from .layers import (
+from ... import weights
+from ..._util.validate import MAX_STRENGTH
+from ...choices import METHOD_TITLES
+from ...core.arrays import describe_layout
+from ...core.devices import available_devices
+from ...core.engine import DEFAULT_SKY_PROTECTION
+from ...core.run import Progress
+from ...errors import ClearNetError
+from ..activity import DownloadProgress
+from ..layers import (
     LayerRun,
     Settings,
     add_outputs,
@@ -47,7 +47,7 @@ from .layers import (
     run_layer,
     show_progress,
 )
-from .preview import LivePreview
+from ..preview import LivePreview
 
 __all__ = ["AirlightWidget", "DehazeWidget", "TransmissionWidget"]
 
