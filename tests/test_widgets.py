@@ -25,8 +25,9 @@ from napari.utils.notifications import ErrorNotification, NotificationSeverity
 from napari.viewer import current_viewer
 from qtpy.QtCore import QThreadPool
 
+from napari_clearnet._plugin import widgets as _widgets
 from napari_clearnet._plugin.layers import get_dehazer
-from napari_clearnet._plugin.widgets import dehaze as _widgets
+from napari_clearnet._plugin.widgets import panel, picker, runner
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000
@@ -75,7 +76,7 @@ class _Gated:
 @pytest.fixture
 def gated(monkeypatch) -> _Gated:
     gate = _Gated()
-    monkeypatch.setattr(_widgets, "get_dehazer", lambda *_, **__: gate)
+    monkeypatch.setattr(panel, "get_dehazer", lambda *_, **__: gate)
     return gate
 
 
@@ -452,7 +453,7 @@ def test_closing_mid_run_stops_the_worker_and_adds_nothing(make_napari_viewer, q
         qtbot.waitUntil(lambda: _no_thread_left(worker), timeout=TIMEOUT_MS)
         qtbot.wait(50)  # let the worker's last queued signals arrive
     assert raised == []
-    assert not w.running and worker not in _widgets.GeneratorWorker._worker_set
+    assert not w.running and worker not in runner.GeneratorWorker._worker_set
     assert all(isinstance(v, tuple) for v in seen) and len(seen) < 4  # aborted, never returned
     assert not any("dehazed" in name for name in _names(viewer))
     assert _names(viewer) == ([] if how == "close viewer" else ["clip"])
@@ -508,8 +509,8 @@ def test_runtime_error_mid_stack_is_a_notification_not_a_stuck_bar(make_napari_v
 
 def test_model_choices_are_read_once_not_on_every_layer_event(make_napari_viewer, qtbot, monkeypatch):
     calls: list[int] = []
-    real = _widgets.model_choices
-    monkeypatch.setattr(_widgets, "model_choices", lambda: calls.append(1) or real())
+    real = picker.model_choices
+    monkeypatch.setattr(picker, "model_choices", lambda: calls.append(1) or real())
     viewer = make_napari_viewer()
     w = dock(viewer, "Dehaze")
     assert len(calls) == 1

@@ -3,8 +3,13 @@ Airlight (``airlight``), Compare (``compare``) and Haze depth (``depth``), built
 :class:`~.picker.MethodPicker` (method, model, device) and a :class:`~.runner.JobRunner` (Run,
 Cancel, progress, the worker)."""
 
+from .airlight import AirlightWidget
 from .compare import CompareWidget
-from .dehaze import AirlightWidget, DehazeWidget, TransmissionWidget
+from .dehaze import DehazeWidget
 from .depth import HazeDepthWidget
+from .picker import MethodPicker
+from .runner import JobRunner, RunError
+from .transmission import TransmissionWidget
 
-__all__ = ["AirlightWidget", "CompareWidget", "DehazeWidget", "HazeDepthWidget", "TransmissionWidget"]
+__all__ = ["AirlightWidget", "CompareWidget", "DehazeWidget", "HazeDepthWidget", "JobRunner", "MethodPicker",
+           "RunError", "TransmissionWidget"]

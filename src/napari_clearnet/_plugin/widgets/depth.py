@@ -28,7 +28,8 @@ from ...core.run import Progress
 from ..activity import DownloadProgress
 from ..layers import METADATA_KEY, Settings, add_outputs, channel_axis, get_dehazer
 from ..preview import current_frame
-from .dehaze import RunError, _Panel
+from .panel import LayerPanel, Plan
+from .runner import RunError
 
 __all__ = ["HazeDepthWidget", "surface_data"]
 
@@ -97,7 +98,7 @@ def _metric_maps(hd: depth.HazeDepth, fit: depth.DepthFit) -> tuple[np.ndarray, 
     return fit.depth(hd.optical_depth), fit.depth_se(hd.transmission)
 
 
-class HazeDepthWidget(_Panel):
+class HazeDepthWidget(LayerPanel):
     """Relative depth from haze; with points of known distance, β, metric depth and visibility V."""
 
     run_text = "Estimate depth"
@@ -136,8 +137,8 @@ class HazeDepthWidget(_Panel):
             self._frame = 0  # the base class names what is wrong with the layer
         return super().start(layer, settings)
 
-    def _outputs(self) -> DepthRequest:  # type: ignore[override]
-        return DepthRequest(self._frame)
+    def plan(self, layer: Any, settings: Settings) -> Plan:
+        return Plan(self._job, (layer, settings, DepthRequest(self._frame)), self._done)
 
     @staticmethod
     def _job(layer: Any, settings: Settings, request: DepthRequest) -> Generator[Progress, None, DepthRun]:
@@ -152,7 +153,7 @@ class HazeDepthWidget(_Panel):
             raise RunError(str(exc)) from exc
         return DepthRun(layer, request.frame, settings, hd, layout.n_frames)
 
-    def _done(self, run: DepthRun) -> None:  # type: ignore[override]
+    def _done(self, run: DepthRun) -> None:
         self.state = run
         hd = run.depth
         tau_far = -math.log(hd.floor + depth.CLAMP_MARGIN)
@@ -205,7 +206,7 @@ class HazeDepthWidget(_Panel):
                 for i, ((r, c), d) in enumerate(zip(self.points.data[:, -2:], dist, strict=True))]
 
     def _points_changed(self, *_: Any) -> None:
-        if self._closed:
+        if self.runner.closed:
             return
         pts = self.known_distances()
         fit, message = None, ""
@@ -292,7 +293,7 @@ class HazeDepthWidget(_Panel):
 
     def _show_metric(self, gen: int, run: DepthRun, fit: depth.DepthFit,
                      maps: tuple[np.ndarray, np.ndarray | None]) -> None:
-        if self._closed or gen != self._generation:
+        if self.runner.closed or gen != self._generation:
             return
         metres, se = maps
         near_side = metres[~run.depth.beyond]
