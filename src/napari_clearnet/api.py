@@ -40,9 +40,34 @@ def load_model(
 ) -> Dehazer:
     """Load a method once for many images.
 
-    ``model`` is a registry name (default: the bundled ``clearnet-default``), a local
-    ``.safetensors`` path, or ``hf://org/repo/file.safetensors``; ignored for ``method="dcp"``.
-    ``tqdm_class`` (e.g. ``napari.utils.progress``) shows a download's bytes.
+    Parameters
+    ----------
+    model : str or path, optional
+        A registry name (default: the bundled ``clearnet-default``), a local ``.safetensors``
+        path, or ``hf://org/repo/file.safetensors``; ignored for ``method="dcp"``.
+    method : {"clearnet", "dcp"}, default "clearnet"
+        The method to load.
+    device : str or torch.device, default "auto"
+        Where it runs.
+    dcp_params : DCPParams, optional
+        The Dark Channel Prior's parameters (``method="dcp"``).
+    half : bool, optional
+        bfloat16 inference (None: on CUDA only).
+    compile : bool, default False
+        ``torch.compile`` the network.
+    tqdm_class : type, optional
+        A tqdm-like bar for a download's bytes (e.g. ``napari.utils.progress``).
+
+    Returns
+    -------
+    Dehazer
+        The loaded method; pass it as ``model=`` or call its ``dehaze``.
+
+    Raises
+    ------
+    napari_clearnet.errors.WeightsError
+        Weights that are missing, corrupt, pickled, of another architecture, or that fail on a
+        test image.
     """
     if check_method(method) == "dcp":
         return Dehazer("dcp", device=device, dcp_params=dcp_params)
@@ -69,6 +94,22 @@ def cached_model(
     in between is loaded again while an unchanged one is reused. Thread-safe: a GUI worker and a
     script may ask at the same time (loading a Hub model not cached yet downloads it, so call this
     from a worker thread in a GUI).
+
+    Parameters
+    ----------
+    model : str or path, optional
+        As for :func:`load_model`.
+    method : {"clearnet", "dcp"}, default "clearnet"
+        The method.
+    device : str or torch.device, default "auto"
+        Where it runs.
+    tqdm_class : type, optional
+        A tqdm-like bar for a download's bytes.
+
+    Returns
+    -------
+    Dehazer
+        The one loaded method for these arguments in this process.
     """
     dev = str(pick_device(device))
     name = None if model is None or method == "dcp" else str(model)
@@ -94,27 +135,54 @@ def dehaze(
     progress: Callable[[int, int], None] | None = None,
     **kwargs: Any,
 ) -> DehazeResult:
-    """Remove haze from an image or a stack of frames; returns a :class:`~napari_clearnet.DehazeResult`.
+    """Remove haze from an image or a stack of frames.
 
-    ``image``: H×W (grey), H×W×1, H×W×3 (RGB), H×W×4 (RGBA, alpha passed through) or stacks
-    …×H×W×C, as uint8, uint16, other integers, bool or float (numpy, dask, torch, PIL images or
-    nested lists; see :func:`arrays.pixel_range` for how values are read). ``method`` is
-    ``"clearnet"`` (the default) or ``"dcp"``; ``model`` a registry name, a path, an ``hf://``
-    address or a :class:`Dehazer` from :func:`load_model` (whose method ``method`` must match).
-    ``progress(done, total)`` is called after every frame.
+    Parameters
+    ----------
+    image : array-like
+        H×W (grey), H×W×1, H×W×3 (RGB), H×W×4 (RGBA, alpha passed through) or stacks ...×H×W×C,
+        as uint8, uint16, other integers, bool or float: numpy, dask (read frame by frame), torch,
+        PIL images or nested lists. One value range is read for the whole array
+        (:func:`napari_clearnet.core.arrays.pixel_range`). The input is never modified.
+    options : DehazeOptions, optional
+        The run options as one checked object; keyword arguments go on top of it.
+    method : {"clearnet", "dcp"}, optional
+        ClearNet (the default) or the classic Dark Channel Prior.
+    model : str, path or Dehazer, optional
+        A registry name, a ``.safetensors`` path, an ``hf://`` address, or a :class:`Dehazer` from
+        :func:`load_model` (whose method ``method`` must match). Default: the bundled model.
+    device : str or torch.device, default "auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    progress : callable, optional
+        ``progress(done, total)`` is called after every frame.
+    **kwargs
+        Fields of :class:`DehazeOptions`: ``channel_axis``, ``value_range``, ``airlight`` (a fixed
+        A), ``t0`` (the lower bound of t), ``temporal_smoothing`` in [0, 1) (steadies A and the
+        haze amount along a stack), ``strip_pixels`` (bounds the memory of the full-resolution
+        pass), ``batch_size``, ``sky_protection`` K (keeps flat regions within K of the airlight
+        from being amplified into rings and noise; None: 0.2 for ClearNet, off for the DCP),
+        ``strength`` (scales the optical depth: 1 = the model's estimate, 0 = no change, >1 =
+        more), ``with_raw`` (adds the raw t), ``with_sources`` (adds A's source pixels).
 
-    ``options`` (a :class:`~napari_clearnet.DehazeOptions`, checked when made) holds the run
-    options below; keyword arguments go on top of it. Keyword arguments: ``channel_axis``, ``value_range``;
-    ``airlight`` overrides A; ``t0`` the lower bound of t in the recovery; ``temporal_smoothing``
-    in [0, 1) steadies A and the haze amount along a stack; ``strip_pixels`` bounds the memory of
-    the full-resolution pass (lower it for huge images on a small GPU); ``batch_size`` frames of a
-    stack share one estimate; ``sky_protection`` K keeps flat regions within K of the airlight
-    (bright skies, dense fog) from being amplified into rings, blotches and noise, at the price of
-    leaving more haze there (``None``: the method's default, :data:`DEFAULT_SKY_PROTECTION`, 0.2
-    for ClearNet and off for the DCP; 0 = off); ``strength`` scales the estimated haze amount (the
-    optical depth −ln t): 1 = the model's estimate, 0 = no change, >1 = more, like a photo
-    editor's dehaze slider; ``with_raw`` adds the method's raw t, ``with_sources`` the airlight's
-    source pixels. The input is never modified.
+    Returns
+    -------
+    DehazeResult
+        ``image`` in the input's layout (float32 in [0, 1]), ``transmission``, ``airlight`` and
+        ``provenance`` (method, model, sha256, device, parameters).
+
+    Raises
+    ------
+    ValueError
+        A layout, value range or option that cannot be right, named as the caller wrote it.
+    napari_clearnet.errors.WeightsError
+        Weights that cannot be loaded (also a ``ValueError`` and a ``ClearNetError``).
+
+    Examples
+    --------
+    >>> import numpy as np, napari_clearnet as nc
+    >>> hazy = np.full((32, 48, 3), 200, np.uint8)
+    >>> nc.dehaze(hazy, method="dcp", device="cpu").image.shape
+    (32, 48, 3)
     """
     return resolve_dehazer(method, model, device).dehaze(image, options, progress=progress, **kwargs)
 

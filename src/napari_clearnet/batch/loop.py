@@ -32,12 +32,36 @@ def dehaze_files(
     """Dehaze every input (images and clips) into ``out_dir``; problems are printed to ``stderr``
     and collected.
 
-    ``options`` (or keyword arguments of :class:`BatchOptions`) say how; ``dehazer`` reuses a
-    loaded model (otherwise weights load once here). ``client`` (a ``dask.distributed.Client``)
-    spreads the inputs over its cluster's workers instead (see :mod:`napari_clearnet.cluster`).
-    ``progress=None`` shows tqdm bars (files; a clip's frames with frames per second and ETA) only
-    on a terminal. Raises :class:`BatchError` when nothing can start; ``KeyboardInterrupt`` passes
-    through after finished files are complete and no ``.part`` file is left.
+    Parameters
+    ----------
+    inputs : iterable of str or path
+        Image and video files, folders (their images and clips) or glob patterns.
+    out_dir : str or path
+        The output folder (created if needed); an input is never replaced.
+    options : BatchOptions, optional
+        How; or give its fields as keyword arguments.
+    dehazer : Dehazer, optional
+        A loaded model to reuse (otherwise weights load once here).
+    client : dask.distributed.Client, optional
+        Spread the inputs over its cluster's workers (see :mod:`napari_clearnet.batch.cluster`).
+    progress : bool, optional
+        tqdm bars (files; a clip's frames); None: only on a terminal.
+    stderr : text stream, optional
+        Where problems and notes go (default ``sys.stderr``).
+    **kwargs
+        Fields of :class:`BatchOptions`.
+
+    Returns
+    -------
+    BatchReport
+        What was written, skipped and failed; ``exit_code`` as the CLI's.
+
+    Raises
+    ------
+    BatchError
+        Nothing can start (options, inputs, output folder, weights).
+    KeyboardInterrupt
+        Passes through after finished files are complete and no ``.part`` file is left.
     """
     opts = options or BatchOptions(**kwargs)
     err = stderr or sys.stderr

@@ -36,15 +36,42 @@ VIDEO_TEMPORAL_SMOOTHING = 0.8
 class DehazeOptions:
     """How a run reads its input and adjusts its estimate; every field is checked on creation.
 
-    ``channel_axis``: which axis holds the colours (a number, None for grey frames, "auto");
-    ``value_range``: (low, high) pixel values that become black and white (None: decided from the
-    data, once per array); ``airlight``: a fixed A (one or three numbers in (0, 1]); ``t0``: the
-    lower bound of t in the recovery (None: the method's); ``temporal_smoothing`` in [0, 1):
-    steadies A and the haze amount along a stack; ``strip_pixels``: bounds the memory of the
-    full-resolution pass; ``batch_size``: frames of a stack sharing one estimate; ``sky_protection``
-    K in [0, 1] (None: the method's default; 0 = off); ``strength`` in [0, 3]: scales the optical
-    depth (1 = the model's estimate); ``with_raw`` adds the raw t, ``with_sources`` the airlight's
-    source pixels. ``options.replace(strength=0.5)`` gives a checked copy.
+    Parameters
+    ----------
+    channel_axis : int, "auto" or None, default "auto"
+        Which axis holds the colours (None: a stack of grey frames).
+    value_range : (float, float), optional
+        Pixel values that become black and white (None: decided from the data, once per array).
+    airlight : float or (float, float, float), optional
+        A fixed airlight A in (0, 1] (None: estimated per frame).
+    t0 : float, optional
+        The lower bound of t in the recovery (None: the method's).
+    temporal_smoothing : float, default 0.0
+        In [0, 1): steadies A and the haze amount along a stack.
+    strip_pixels : int, default 4_000_000
+        Bounds the memory of the full-resolution pass.
+    batch_size : int, default 8
+        Frames of a stack that share one estimate.
+    sky_protection : float, optional
+        K in [0, 1]: flat regions within K of the airlight are not amplified (None: the method's
+        default; 0 = off).
+    strength : float, default 1.0
+        In [0, 3]: scales the optical depth (1 = the model's estimate, 0 = no change).
+    with_raw : bool, default False
+        Add the method's raw t to the result.
+    with_sources : bool, default False
+        Add the pixels A was taken from.
+
+    Raises
+    ------
+    ValueError
+        A value out of its range, named as the caller wrote it.
+
+    Examples
+    --------
+    >>> from napari_clearnet import DehazeOptions
+    >>> DehazeOptions(strength=0.5).replace(sky_protection=0).sky_protection
+    0.0
     """
 
     channel_axis: int | str | None = "auto"

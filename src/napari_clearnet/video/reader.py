@@ -362,11 +362,25 @@ def lazy(reader: VideoReader) -> Any:
 
 
 def read_video(path: str | os.PathLike, *, readahead: int = 0, damaged: str = "repeat") -> Any:
-    """A clip as a lazy dask array (T, H, W, 3) uint8, one chunk per frame, decoded when computed
-    (the napari reader and the API; ``nc.dehaze`` reads it frame by frame). ``readahead`` frames
-    are decoded ahead in a thread when frames are read in order. What the frames leave out of the
-    file (alpha, bits beyond 8, other streams) and frames that had to be repaired (``damaged``:
-    see :class:`VideoReader`) are told as a :class:`VideoWarning`."""
+    """A clip as a lazy dask array, decoded when computed.
+
+    What the frames leave out of the file (alpha, bits beyond 8, other streams) and frames that
+    had to be repaired are told as a :class:`VideoWarning`.
+
+    Parameters
+    ----------
+    path : str or path
+        The video file.
+    readahead : int, default 0
+        Frames decoded ahead in a thread when frames are read in order.
+    damaged : {"repeat", "stop"}, default "repeat"
+        A frame that cannot be decoded: show the one before it, or fail (see :class:`VideoReader`).
+
+    Returns
+    -------
+    dask.array.Array
+        (T, H, W, 3) uint8, one chunk per frame (``nc.dehaze`` reads it frame by frame).
+    """
     reader = VideoReader(path, readahead=readahead, damaged=damaged)
     for note in reader.info.notes:
         warnings.warn(f"{reader.info.path}: {note}", VideoWarning, stacklevel=2)

@@ -313,22 +313,44 @@ def dehaze_video(
     options: DehazeOptions | None = None,
     **changes: Any,
 ) -> Any:
-    """Dehaze the clip ``source`` into the video file ``target``, streamed frame by frame (any
-    length in the memory of a few frames); returns the run's
-    :class:`~napari_clearnet.run.DehazeResult` (A per frame and provenance; no frames).
+    """Dehaze a clip into a video file, streamed frame by frame (any length in the memory of a few
+    frames).
 
-    ``model``/``method``/``device`` as for :func:`napari_clearnet.dehaze` (a loaded
-    :class:`~napari_clearnet.Dehazer` is reused); ``temporal_smoothing`` steadies A and the haze
-    amount along the clip (0 = off); ``side_by_side`` writes hazy | dehazed in one frame (twice the
-    width); ``encoding`` sets the H.264 quality; ``transmission`` also writes the transmission map
-    as a grey clip; ``options`` (a :class:`~napari_clearnet.DehazeOptions`, in place of
-``temporal_smoothing``) and keyword ``changes`` go to the run loop (``sky_protection``,
-``strength``, ``t0``, …).
-    ``target`` is never replaced unless ``overwrite``, and appears only when complete (None:
-    write no dehazed clip, e.g. only the transmission). ``damaged``: "repeat" shows a frame that
-    cannot be decoded as the one before it, "stop" fails the clip (see
-    :class:`~napari_clearnet.video.VideoReader`); the result's ``provenance["notes"]`` says what
-    was repaired and what the output leaves out.
+    Parameters
+    ----------
+    source : str or path
+        The clip to read.
+    target : str or path or None
+        The dehazed clip to write (None: write no dehazed clip, e.g. only the transmission). It
+        appears only when complete and is never replaced unless ``overwrite``.
+    model, method, device
+        As for :func:`napari_clearnet.dehaze` (a loaded :class:`~napari_clearnet.Dehazer` is reused).
+    overwrite : bool, default False
+        Replace existing outputs.
+    temporal_smoothing : float, default 0.8
+        Steadies A and the haze amount along the clip (0 = off); ``options`` replaces it.
+    side_by_side : bool, default False
+        Write hazy | dehazed in one frame (twice the width).
+    encoding : Encoding, optional
+        H.264 quality (crf) and x264 preset.
+    transmission : str or path, optional
+        Also write the transmission map as a grey clip.
+    source_fingerprint : str, optional
+        The input's fingerprint, recorded in the outputs.
+    progress : callable, optional
+        ``progress(done, total)`` after every frame.
+    damaged : {"repeat", "stop"}, default "repeat"
+        A frame that cannot be decoded: shown as the one before it, or the clip fails.
+    options : DehazeOptions, optional
+        The run options; keyword ``changes`` go on top (``sky_protection``, ``strength``, ``t0``...).
+    **changes
+        Fields of :class:`~napari_clearnet.DehazeOptions`.
+
+    Returns
+    -------
+    DehazeResult
+        A per frame and the provenance (no frames); ``provenance["notes"]`` says what was
+        repaired and what the output leaves out.
     """
     from .._util.files import atomic_path, tag_text
     from ..api import resolve_dehazer

@@ -168,10 +168,29 @@ class LoadedWeights:
 
 
 def load(model: str | os.PathLike | None = None, *, tqdm_class: type | None = None) -> LoadedWeights:
-    """A model string (registry name, ``hf://`` address or path; ``None``: the bundled default) as
-    a built network, in one call: which file (:func:`resolve`, downloading and verifying if
-    needed), read and checked (:func:`~.fileformat.read_weights`), built
-    (:func:`~.fileformat.build_model`), and its checksum (hashed once)."""
+    """A model string as a built network, in one call.
+
+    Which file (:func:`resolve`, downloading and verifying if needed), read and checked
+    (:func:`~.fileformat.read_weights`), built (:func:`~.fileformat.build_model`), and its checksum
+    (hashed once).
+
+    Parameters
+    ----------
+    model : str or path, optional
+        A registry name, an ``hf://`` address or a path (None: the bundled default).
+    tqdm_class : type, optional
+        A tqdm-like bar for a download's bytes.
+
+    Returns
+    -------
+    LoadedWeights
+        ``net``, ``name``, ``path`` and ``sha256``.
+
+    Raises
+    ------
+    WeightsError
+        A file that is missing, corrupt, pickled or of another architecture.
+    """
     path, name = resolve(model or DEFAULT_MODEL, tqdm_class=tqdm_class)
     state, config, _ = read_weights(path)
     net = build_model(state, config, source=str(path))
