@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from napari_clearnet import bench, engine
+from napari_clearnet import api
+from napari_clearnet.bench import runner as bench
 
 REPEATS = 7
 
@@ -29,7 +30,7 @@ def main() -> None:
     mp = float(sys.argv[1]) if len(sys.argv) > 1 else 12.0
     h, w = bench.shape_for(mp)
     image = bench._test_image(1, h, w)
-    dehazer = engine.load_model(method=os.environ.get("METHOD", "clearnet"), device="cpu")
+    dehazer = api.load_model(method=os.environ.get("METHOD", "clearnet"), device="cpu")
     dehazer.dehaze(image)  # warm-up
     times = []
     r0 = resource.getrusage(resource.RUSAGE_SELF)

@@ -6,7 +6,7 @@
 import sys
 from pathlib import Path
 
-from napari_clearnet import bench
+from napari_clearnet.bench import runner as bench
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent

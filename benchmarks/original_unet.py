@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_clearnet.model import AttentionGate  # the same additive gate as the original
+from napari_clearnet.core.model import AttentionGate  # the same additive gate as the original
 
 __all__ = ["OriginalAttentionUNet"]
 

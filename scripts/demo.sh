@@ -11,7 +11,7 @@ if [ "$#" -eq 0 ]; then
   mkdir -p demo/hazy
   python - <<'PY'
 from pathlib import Path
-from napari_clearnet._sample_data import hazy_motorcycle, hazy_motorcycle_stack
+from napari_clearnet._plugin.sample_data import hazy_motorcycle, hazy_motorcycle_stack
 from napari_clearnet.io import write_image
 
 out = Path("demo/hazy")

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import napari_clearnet as nc
-from napari_clearnet import metrics
-from napari_clearnet._sample_data import hazy_motorcycle
+from napari_clearnet._plugin.sample_data import hazy_motorcycle
+from napari_clearnet.analysis import metrics
 
 
 def main(out: str | None = None, beta: float = 1.8, width: int = 360) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from screenshot_depth import until  # scripts/ is on the path when this file runs
 
-from napari_clearnet._sample_data import hazy_motorcycle_stack
+from napari_clearnet._plugin.sample_data import hazy_motorcycle_stack
 
 SIZES = {"1080p": (1080, 1920), "720p": (720, 1280)}
 FRAMES = 8

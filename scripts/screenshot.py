@@ -10,8 +10,8 @@ from pathlib import Path
 
 import napari
 
-from napari_clearnet._compare import grid_of
-from napari_clearnet._layers import dehaze_layer
+from napari_clearnet._plugin.layers import dehaze_layer
+from napari_clearnet._plugin.widgets.compare import grid_of
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
 

@@ -15,7 +15,7 @@ import napari
 import numpy as np
 from PIL import Image
 
-from napari_clearnet._sample_data import _motorcycle
+from napari_clearnet._plugin.sample_data import _motorcycle
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "depth.png"
 #: metres of the sample's relative depth 1 (its stereo depth is normalised to a maximum of 1)

@@ -122,7 +122,8 @@ def write_hazy(folder: Path, n: int, seed: int = 0, gt: Path | None = None) -> N
     """Hazy images made with the scattering model (depth grows towards the top), RESIDE naming."""
     import torch
 
-    from napari_clearnet import io, physics
+    from napari_clearnet import io
+    from napari_clearnet.core import physics
 
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from napari_clearnet.model import ClearNet, ClearNetConfig
+from napari_clearnet.core.model import ClearNet, ClearNetConfig
 from napari_clearnet.weights import save_weights
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -30,13 +30,13 @@ N_PROBES = 16
 
 
 def _motorcycle() -> np.ndarray:
-    from napari_clearnet._sample_data import hazy_motorcycle
+    from napari_clearnet._plugin.sample_data import hazy_motorcycle
 
     return hazy_motorcycle()[1][0]
 
 
 def _clip() -> np.ndarray:
-    from napari_clearnet._sample_data import hazy_motorcycle_stack
+    from napari_clearnet._plugin.sample_data import hazy_motorcycle_stack
 
     return hazy_motorcycle_stack(n_frames=5, height=96, width=128)[0][0]
 

@@ -13,7 +13,7 @@ from _common import METHODS, dehaze_cpu, dehazer, hazy, hazy_rgb
 
 import napari_clearnet
 import napari_clearnet as nc
-from napari_clearnet import engine, load_model
+from napari_clearnet import api, load_model
 from napari_clearnet.weights import DEFAULT_MODEL, bundled_dir, get_entry, sha256_file
 
 
@@ -41,9 +41,9 @@ def test_load_model_once_and_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
     b = dehazer.dehaze(x)
     np.testing.assert_array_equal(a.image, b.image)
     calls = []
-    real = engine.load_model
-    monkeypatch.setattr(engine, "load_model", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(engine, "_CACHE", {})
+    real = api.load_model
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(api, "_CACHE", {})
     for _ in range(3):
         napari_clearnet.dehaze(x, device="cpu")
     assert len(calls) == 1  # the registry model is cached between calls
@@ -52,17 +52,17 @@ def test_load_model_once_and_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_one_model_cache_for_api_and_napari_and_retrained_files_reload(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from napari_clearnet._layers import get_dehazer
+    from napari_clearnet._plugin.layers import get_dehazer
 
-    monkeypatch.setattr(engine, "_CACHE", {})
-    assert get_dehazer("clearnet", None, "cpu") is engine.cached_model(device="cpu")
-    assert get_dehazer("dcp", "ignored", "cpu") is engine.cached_model(method="dcp", device="cpu")
+    monkeypatch.setattr(api, "_CACHE", {})
+    assert get_dehazer("clearnet", None, "cpu") is api.cached_model(device="cpu")
+    assert get_dehazer("dcp", "ignored", "cpu") is api.cached_model(method="dcp", device="cpu")
     path = tmp_path / "mine.safetensors"
     shutil.copyfile(get_entry(DEFAULT_MODEL).bundled_path, path)
-    first = engine.cached_model(path, device="cpu")
-    assert engine.cached_model(path, device="cpu") is first  # unchanged file: reused
+    first = api.cached_model(path, device="cpu")
+    assert api.cached_model(path, device="cpu") is first  # unchanged file: reused
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # "retrained"
-    assert engine.cached_model(path, device="cpu") is not first
+    assert api.cached_model(path, device="cpu") is not first
 
 
 def test_provenance_names_method_weights_device_and_time() -> None:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from napari_clearnet import arrays
+from napari_clearnet.core import arrays
 
 
 def test_layout_rule_examples() -> None:
@@ -299,3 +299,20 @@ def _assert_unchanged(x: np.ndarray, before: np.ndarray) -> None:
         assert all(a is b for a, b in zip(x.ravel().tolist(), before.ravel().tolist(), strict=True))
     else:
         np.testing.assert_array_equal(x, before)
+
+
+def test_a_frame_of_a_float_stack_is_read_on_the_whole_stacks_range():
+    """Frame 0 peaks at 0.9 and frame 1 at 200: the stack is 8-bit-like floats (0, 255), so frame 0
+    is read as dark, as the run loop reads it, not on a (0, 1) range of its own."""
+    from napari_clearnet.core.arrays import frame
+
+    stack = np.zeros((2, 6, 8, 3), np.float32)
+    stack[0] = np.linspace(0.1, 0.9, 6 * 8 * 3, dtype=np.float32).reshape(6, 8, 3)
+    stack[1] = np.linspace(10, 200, 6 * 8 * 3, dtype=np.float32).reshape(6, 8, 3)
+    assert arrays.pixel_range(stack) == (0.0, 255.0)
+    f0 = frame(stack, 0)
+    assert f0.dtype == np.float32 and f0.shape == (6, 8, 3)
+    np.testing.assert_allclose(f0, stack[0] / 255, rtol=1e-6)
+    np.testing.assert_array_equal(frame(stack, -1), frame(stack, 1))
+    with pytest.raises(IndexError, match="frame 2 is out of range"):
+        frame(stack, 2)

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -19,7 +20,8 @@ import tifffile
 from _common import CLEARNET, cli, photo, png_bytes, run_dcp, write_png
 from PIL import Image
 
-from napari_clearnet import batch, engine, io
+from napari_clearnet import api, batch, io
+from napari_clearnet.batch import loop, runner
 from napari_clearnet.cli import main
 
 
@@ -124,7 +126,7 @@ def test_unexpected_errors_and_memory_errors_are_per_file(tmp_path: Path, monkey
             raise TypeError("a bug somewhere")
         return real(dehazer, plan, opts)
 
-    monkeypatch.setattr(batch, "process_file", flaky)
+    monkeypatch.setattr(runner, "process_file", flaky)
     assert run_dcp(tmp_path / "in", "-o", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "a.png: not enough memory" in err and "b.png: unexpected TypeError: a bug somewhere" in err
@@ -216,7 +218,7 @@ def test_ctrl_c_mid_folder_then_skip_existing_resumes(
         done.append(plan.source)
         return real(dehazer, plan, opts)
 
-    monkeypatch.setattr(batch, "process_file", interrupt_after_two)
+    monkeypatch.setattr(runner, "process_file", interrupt_after_two)
     assert run_dcp(folder, "-o", out) == 130
     assert "--skip-existing" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a_dehazed.png", "b_dehazed.png"]  # no .part
@@ -267,6 +269,17 @@ def test_sigterm_cleans_up_like_ctrl_c_and_a_rerun_removes_stale_parts(tmp_path:
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
 def test_terminating_signal_mid_write_leaves_no_partial_file(tmp_path, monkeypatch, capsys, sig) -> None:
+    # the disposition this test needs, whatever the suite was launched under (nohup ignores SIGHUP,
+    # and an ignored signal stays ignored by design): the default, put back afterwards
+    signum = getattr(signal, sig)
+    launched_with = signal.signal(signum, signal.SIG_DFL)
+    try:
+        _signal_mid_write(tmp_path, monkeypatch, capsys, sig)
+    finally:
+        signal.signal(signum, launched_with)
+
+
+def _signal_mid_write(tmp_path, monkeypatch, capsys, sig) -> None:
     for name in ("a.png", "b.png", "c.png"):
         photo(tmp_path / "in" / name)
     real = os.replace
@@ -287,17 +300,33 @@ def test_terminating_signal_mid_write_leaves_no_partial_file(tmp_path, monkeypat
     assert signal.getsignal(getattr(signal, sig)) is signal.SIG_DFL  # handlers put back
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_the_sighup_test_passes_under_nohup(tmp_path) -> None:
+    """Launched with SIGHUP ignored (``nohup``), the SIGHUP test still passes, and an ignored
+    SIGHUP stays ignored for the run itself."""
+    test = f"{__file__}::test_terminating_signal_mid_write_leaves_no_partial_file[SIGHUP]"
+
+    def ignore_sighup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xvfb",
+                           test], capture_output=True, text=True, timeout=300, check=False,
+                          preexec_fn=ignore_sighup, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
+
+
 def test_weights_load_once_per_run(folder: Path, tmp_path: Path, monkeypatch) -> None:
     calls = []
-    real = engine.load_model
-    monkeypatch.setattr(batch, "load_model", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = api.load_model
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: calls.append(k) or real(*a, **k))
     assert main(["dehaze", str(folder), "-o", str(tmp_path / "o"), "--no-progress", "--device", "cpu"]) == 1
     assert len(calls) == 1 and calls[0]["method"] == "clearnet"
     assert len(list((tmp_path / "o").iterdir())) == 3
 
 
 def test_dehaze_files_from_a_script(folder: Path, tmp_path: Path) -> None:
-    dehazer = engine.load_model(method="dcp", device="cpu")
+    dehazer = api.load_model(method="dcp", device="cpu")
     report = batch.dehaze_files([folder / "a.png"], tmp_path / "o", dehazer=dehazer, format="png")
     assert report.exit_code == 0 and [p.name for p in report.written] == ["a_dehazed.png"]
     with pytest.raises(batch.BatchError, match=r"^format must be one of"):  # Python: argument names

@@ -17,7 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from napari_clearnet import batch, batch_inputs, batch_plan, files, io
+from napari_clearnet import io
+from napari_clearnet._util import files
+from napari_clearnet.batch import inputs as batch_inputs
+from napari_clearnet.batch import plan as batch_plan
+from napari_clearnet.batch import runner as batch
+from napari_clearnet.batch.inputs import read_tag
 
 
 def test_recursive_glob_over_symlink_loops_finishes(tmp_path: Path) -> None:  # F3
@@ -91,7 +96,7 @@ def test_names_too_long_for_the_file_system_are_per_file_errors(tmp_path: Path) 
 def _tags_match(out: Path, sources: dict[str, Path]) -> None:
     """Each output records the fingerprint of the input it was made from."""
     for name, src in sources.items():
-        assert files.read_tag(out / name) == files.fingerprint(src), name
+        assert read_tag(out / name) == files.fingerprint(src), name
 
 
 def test_renamed_outputs_never_take_another_inputs_name(tmp_path: Path) -> None:  # F5
@@ -122,7 +127,7 @@ def test_transmission_and_image_names_never_collide(tmp_path: Path) -> None:  # 
     t = io.read_image(out / "x_transmission.png")
     assert t.ndim == 2 and t.dtype == np.uint16  # x.png's transmission map, not an RGB image
     _tags_match(out, {"x_transmission.png": x, "x.png": x})
-    assert sum(files.read_tag(q) == files.fingerprint(xt) for q in out.iterdir()) == 2
+    assert sum(read_tag(q) == files.fingerprint(xt) for q in out.iterdir()) == 2
     photo(tmp_path / "in2" / "y.png")
     for extra in ([], ["--overwrite"]):
         p = cli("dehaze", "in2", "-o", "out2", "--suffix", "_transmission", "--save-transmission", *extra,

@@ -99,7 +99,7 @@ def test_bench_clip_row_reports_end_to_end_beside_dehaze_only(capsys) -> None:
 
 def _spinners() -> list[int]:
     """PIDs of busy processes bench_load started that are still alive."""
-    from napari_clearnet import bench_load
+    from napari_clearnet.bench import load as bench_load
 
     pids = []
     for d in Path("/proc").iterdir():
@@ -134,7 +134,7 @@ def test_bench_load_is_checked_before_the_run(capsys) -> None:
     for bad in ("-1", "two", ""):
         assert cli_main(["bench", "--sizes", "0.01", "--load", bad, "--video", "none", "--clip", "none"]) == 2
         assert "--load" in capsys.readouterr().err
-    from napari_clearnet.bench_load import busy_cores
+    from napari_clearnet.bench.load import busy_cores
 
     with pytest.raises(ValueError, match="busy cores"), busy_cores(-1):
         pass

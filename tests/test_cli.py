@@ -16,7 +16,7 @@ from _common import cli, photo, run_dcp
 from PIL import Image
 
 from napari_clearnet import io
-from napari_clearnet._sample_data import _motorcycle, make_hazy
+from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
 from napari_clearnet.cli import main
 
 

@@ -15,9 +15,9 @@ pytest.importorskip("distributed")
 
 from napari_clearnet import io
 from napari_clearnet.batch import dehaze_files
+from napari_clearnet.batch.cluster import connect
+from napari_clearnet.batch.inputs import read_tag
 from napari_clearnet.cli import main
-from napari_clearnet.cluster import connect
-from napari_clearnet.files import read_tag
 from napari_clearnet.video import VideoReader
 
 
@@ -60,11 +60,11 @@ def test_local_cluster_matches_one_process_names_failures_and_resumes(tmp_path: 
     (tmp_path / "two" / "p1_dehazed.png").unlink()
     (tmp_path / "two" / "clip_dehazed.mp4").unlink()
     with connect(workers=2) as client:
-        loaded = client.run(lambda: len(__import__("napari_clearnet.engine").engine._CACHE))
+        loaded = client.run(lambda: len(__import__("napari_clearnet.api").api._CACHE))
         assert list(loaded.values()) == [0, 0]  # nothing loaded before the batch
         report = dehaze_files([src], tmp_path / "two", client=client, skip_existing=True,
                               save_transmission=True, progress=False)
-        loaded = client.run(lambda: len(__import__("napari_clearnet.engine").engine._CACHE))
+        loaded = client.run(lambda: len(__import__("napari_clearnet.api").api._CACHE))
     assert list(loaded.values()) == [1, 1]  # each worker loaded the model once
     assert sorted(p.name for p in report.written) == ["clip_dehazed.mp4", "p1_dehazed.png"]
     assert len(report.skipped) == 2 and [f for f, _ in report.failed] == [str(src / "broken.png")]
@@ -74,7 +74,7 @@ def test_local_cluster_matches_one_process_names_failures_and_resumes(tmp_path: 
 # ------------------------------------------------------------------ failures: one line, fast (G2, G12)
 @pytest.fixture
 def quick_probe(monkeypatch):
-    from napari_clearnet import cluster_connect
+    from napari_clearnet.batch import cluster_connect
 
     monkeypatch.setattr(cluster_connect, "PROBE_S", 1.0)
 
@@ -128,7 +128,7 @@ def test_cluster_addresses_that_are_no_scheduler_fail_in_seconds_in_one_line(tmp
 
 def test_a_missing_model_is_said_before_any_cluster_starts(tmp_path, capsys, monkeypatch) -> None:
     # G12: --workers 2 --model ./missing.safetensors started a cluster and printed a traceback per worker
-    import napari_clearnet.cluster as cluster
+    import napari_clearnet.batch.cluster as cluster
 
     monkeypatch.setattr(cluster, "connect", lambda *a: pytest.fail("a cluster was started"))
     img = photo(tmp_path / "photo.png")
@@ -159,7 +159,7 @@ def test_a_scheduler_without_workers_is_waited_for_a_stated_time(tmp_path, capsy
     assert "error: no Dask worker joined the scheduler" in err and "--worker-wait" in err
     assert "Traceback" not in err and time.monotonic() - start < 15
     # variant: every worker leaves mid-run: the wait for one is bounded as well
-    from napari_clearnet.cluster import _still_workers
+    from napari_clearnet.batch.cluster import _still_workers
 
     class Empty:
         def nthreads(self):
@@ -194,7 +194,7 @@ def test_relative_paths_reach_a_worker_started_in_another_folder(tmp_path, capsy
         from distributed import Client
 
         from napari_clearnet.batch import dehaze_files
-        from napari_clearnet.cluster_workers import check_worker
+        from napari_clearnet.batch.cluster_workers import check_worker
 
         with Client(scheduler.scheduler_address) as client:
             said = client.submit(check_worker, str(tmp_path / "out"), ".no-such-marker", "x",
@@ -204,7 +204,7 @@ def test_relative_paths_reach_a_worker_started_in_another_folder(tmp_path, capsy
                 dehaze_files(["photo.png"], ".", client=client, method="dcp", suffix="", overwrite=True,
                              progress=False)
             # G12: a model that loads here but not on a worker: one line naming the worker, no traceback
-            import napari_clearnet.cluster as cluster
+            import napari_clearnet.batch.cluster as cluster
 
             monkeypatch.setattr(cluster, "check_model", lambda opts: None)
             with pytest.raises(ValueError, match=r"cannot load the model on the Dask worker tcp://\S+: "
@@ -219,7 +219,7 @@ def test_relative_paths_reach_a_worker_started_in_another_folder(tmp_path, capsy
 
 def test_a_worker_that_dies_is_one_line_for_its_input() -> None:
     # G12's class: a worker killed on every try (KilledWorker) is said in one line, not Dask's repr
-    from napari_clearnet.cluster import _failure
+    from napari_clearnet.batch.cluster import _failure
 
     killed = type("KilledWorker", (Exception,), {})("Attempted to run task 'clearnet-...' on 4 workers\n...")
     assert _failure(killed).startswith("the worker processing it died (killed, out of memory")

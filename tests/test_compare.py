@@ -10,7 +10,7 @@ pytest.importorskip("napari")
 
 from _common import dock, rgb_scene
 
-from napari_clearnet import _compare
+from napari_clearnet._plugin.widgets import compare as _compare
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000

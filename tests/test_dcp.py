@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from _common import prior_scene
 
-from napari_clearnet import dcp, physics
+from napari_clearnet.core import dcp, physics
 
 
 def test_dcp_recovers_known_airlight_and_depth_order() -> None:

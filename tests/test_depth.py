@@ -13,8 +13,8 @@ import pytest
 from _common import haze_with, strict_json, tilted_plane
 
 import napari_clearnet as nc
-from napari_clearnet import depth
-from napari_clearnet._sample_data import _motorcycle, make_hazy
+from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
+from napari_clearnet.analysis import depth
 
 BETA = 0.008  # 1/m: V = ln 20 / β = 374 m; on the plane (40-300 m) t runs from 0.73 to 0.09
 GRID = [(x, y) for y in (20, 96, 172) for x in (30, 128, 226)]  # 3 × 3 points over the plane
@@ -234,7 +234,7 @@ def test_cli_writes_metric_depth_uncertainty_and_json(tmp_path, capsys):
     assert metres.dtype == np.float32 and metres.shape == d.shape and se.shape == d.shape
     assert np.median(np.abs(metres / d - 1)) < 0.08
     assert io.read_image(tmp_path / "out" / "plane_optical_depth.png").dtype == np.uint16
-    from napari_clearnet.files import read_tag
+    from napari_clearnet.batch.inputs import read_tag
 
     assert read_tag(tmp_path / "out" / "plane_depth.tif") == record["source_fingerprint"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import napari_clearnet as nc
-from napari_clearnet import depth
-from napari_clearnet._sample_data import hazy_motorcycle
+from napari_clearnet._plugin.sample_data import hazy_motorcycle
+from napari_clearnet.analysis.fit import BIAS_CAVEAT
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_from_result_scales_a_uint8_image_like_the_engine(scene):
 def test_printed_beta_and_visibility_carry_the_caveat(scene, tmp_path, capsys):
     img, result, points = scene
     fit = nc.HazeDepth.from_result(result, img).fit(points[1:])
-    assert depth.BIAS_CAVEAT in fit.summary() and depth.BIAS_CAVEAT in fit.to_dict()["caveats"]
+    assert BIAS_CAVEAT in fit.summary() and BIAS_CAVEAT in fit.to_dict()["caveats"]
     # points that disagree with t = exp(-beta d): flagged where the numbers are shown
     wild = nc.HazeDepth.from_result(result, img).fit([(412, 230, 85.0), (120, 300, 40.0), (600, 100, 2.0),
                                                       (50, 400, 900.0)])
@@ -54,4 +54,4 @@ def test_printed_beta_and_visibility_carry_the_caveat(scene, tmp_path, capsys):
                  "--point", "120,300,40", "--method", "dcp"]) == 0
     out, err = capsys.readouterr()
     assert "the ± is the points' spread only" in err
-    assert json.loads(out)["caveats"][-1] == depth.BIAS_CAVEAT
+    assert json.loads(out)["caveats"][-1] == BIAS_CAVEAT

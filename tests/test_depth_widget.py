@@ -12,7 +12,8 @@ pytest.importorskip("napari")
 from _common import dock, haze_with, tilted_plane
 from napari.layers import Surface
 
-from napari_clearnet import _depth_widget, depth
+from napari_clearnet._plugin.widgets import depth as _depth_widget
+from napari_clearnet.analysis import depth
 
 TIMEOUT_MS = 60_000
 BETA = 0.008

@@ -8,7 +8,7 @@ import torch
 from _common import check_result, hazy
 
 import napari_clearnet as nc
-from napari_clearnet import devices
+from napari_clearnet.core import devices
 
 
 @pytest.mark.parametrize("device", ["mps", "xpu", "meta", "foo", "cuda:7", "", "cpu:1"])

@@ -81,7 +81,7 @@ def _inputs(where: Path) -> None:
     from _common import write_clip
     from PIL import Image
 
-    from napari_clearnet._sample_data import hazy_motorcycle
+    from napari_clearnet._plugin.sample_data import hazy_motorcycle
 
     _, (hazy, _, _) = hazy_motorcycle(1.8)  # 741×500: every --point of the docs is inside
     hazy = np.asarray(hazy, dtype=np.uint8)

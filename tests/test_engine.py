@@ -20,20 +20,21 @@ from hypothesis import strategies as st
 
 import napari_clearnet
 import napari_clearnet as nc
-from napari_clearnet import engine
-from napari_clearnet._sample_data import _motorcycle, make_hazy
+from napari_clearnet import api
+from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
+from napari_clearnet.core import engine
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
 def clearnet() -> engine.Dehazer:
-    return engine.load_model(device="cpu")
+    return api.load_model(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def dcp() -> engine.Dehazer:
-    return engine.load_model(method="dcp", device="cpu")
+    return api.load_model(method="dcp", device="cpu")
 
 
 def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -220,7 +221,7 @@ def test_sky_protection_keeps_skies_and_leaves_the_rest(method: str) -> None:
 def test_sky_protection_spares_textured_regions_close_to_the_airlight() -> None:
     """The flatness gate: a flat bright region is protected, an equally bright textured one (a
     lit wall, fog over a street) is dehazed as without protection."""
-    from napari_clearnet import physics
+    from napari_clearnet.core import physics
 
     t = torch.full((1, 1, 40, 80), 0.2)
     img = torch.full((1, 3, 40, 80), 0.85)
@@ -255,11 +256,11 @@ def test_strip_processing_equals_single_pass(method: str, clearnet, dcp) -> None
 
 def test_strip_pixels_reaches_the_public_dehaze_and_rejects_nonsense(clearnet) -> None:
     img = _scene(64, 80)
-    a = engine.dehaze(img, model=clearnet, strip_pixels=300)
-    b = engine.dehaze(img, model=clearnet)
+    a = api.dehaze(img, model=clearnet, strip_pixels=300)
+    b = api.dehaze(img, model=clearnet)
     np.testing.assert_allclose(a.image, b.image, atol=1e-5)
     with pytest.raises(ValueError, match="strip_pixels"):
-        engine.dehaze(img, model=clearnet, strip_pixels=0)
+        api.dehaze(img, model=clearnet, strip_pixels=0)
 
 
 @pytest.mark.slow
@@ -374,7 +375,7 @@ def test_property_outputs_are_valid_and_input_unchanged(method: str, x: np.ndarr
 
 def test_cpu_bfloat16_is_opt_in_and_close(clearnet) -> None:
     assert not clearnet.half and clearnet.provenance()["precision"] == "float32"
-    bf16 = engine.load_model(device="cpu", half=True)
+    bf16 = api.load_model(device="cpu", half=True)
     img = _scene(120, 160)
     res = bf16.dehaze(img)
     assert res.provenance["precision"] == "bfloat16"
@@ -386,7 +387,7 @@ def test_cpu_bfloat16_is_opt_in_and_close(clearnet) -> None:
 @CUDA
 def test_cuda_half_precision_matches_cpu(clearnet) -> None:
     img = _scene(300, 420)
-    gpu = engine.load_model(device="cuda")
+    gpu = api.load_model(device="cuda")
     assert gpu.half
     ref = clearnet.dehaze(img)
     res = gpu.dehaze(img)
@@ -398,7 +399,7 @@ def test_cuda_half_precision_matches_cpu(clearnet) -> None:
 @CUDA
 def test_cuda_strips_bound_memory_and_equal_one_pass() -> None:
     img = _scene(1200, 1600)
-    gpu = engine.load_model(device="cuda", half=False)
+    gpu = api.load_model(device="cuda", half=False)
     whole = gpu.dehaze(img, strip_pixels=10**9)
     torch.cuda.reset_peak_memory_stats()
     striped = gpu.dehaze(img, strip_pixels=100_000)
@@ -412,7 +413,7 @@ def test_cuda_strips_bound_memory_and_equal_one_pass() -> None:
 @CUDA
 def test_cuda_compiled_model_gives_the_same_output() -> None:
     img = _scene(240, 320)
-    plain = engine.load_model(device="cuda", half=False).dehaze(img)
-    compiled = engine.load_model(device="cuda", half=False, compile=True)
+    plain = api.load_model(device="cuda", half=False).dehaze(img)
+    compiled = api.load_model(device="cuda", half=False, compile=True)
     assert compiled.estimator.compiled
     np.testing.assert_allclose(compiled.dehaze(img).image, plain.image, atol=1e-4)

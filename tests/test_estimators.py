@@ -8,8 +8,8 @@ import pytest
 import torch
 from _common import METHODS, dehazer, hazy_rgb
 
-from napari_clearnet import dcp, physics
-from napari_clearnet.estimators import ClearNetEstimator, DCPEstimator, Estimate
+from napari_clearnet.core import dcp, physics
+from napari_clearnet.core.estimators import ClearNetEstimator, DCPEstimator, Estimate
 
 
 def _frame(h: int = 300, w: int = 420) -> torch.Tensor:
@@ -99,7 +99,7 @@ def test_a_model_without_a_per_pixel_correction_skips_its_decoder_with_the_same_
     model whose t-head is not zero runs the decoder and its correction shows."""
     import copy
 
-    from napari_clearnet.model import ClearNet
+    from napari_clearnet.core.model import ClearNet
 
     model = copy.deepcopy(dehazer("clearnet").model).eval()
     assert not model.has_residual()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_clearnet import files, io
+from napari_clearnet import io
+from napari_clearnet._util import files
+from napari_clearnet.batch.inputs import read_tag
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
@@ -68,5 +70,5 @@ def test_outputs_record_the_fingerprint_of_their_input(tmp_path: Path, name: str
     fp = files.fingerprint(src)
     depth = 16 if name == "o16.png" else 8
     out = io.write_image(tmp_path / name, _rgb() / 255.0, bit_depth=depth, source_fingerprint=fp)
-    assert files.read_tag(out) == (None if name.endswith(".bmp") else fp)  # BMP holds no metadata
+    assert read_tag(out) == (None if name.endswith(".bmp") else fp)  # BMP holds no metadata
     assert io.read_image(out).shape == (24, 32, 3)

@@ -12,7 +12,7 @@ pytest.importorskip("napari")
 
 from _common import dock, rgb_scene
 
-from napari_clearnet._depth_widget import VIEW_ANGLES
+from napari_clearnet._plugin.widgets.depth import VIEW_ANGLES
 
 TIMEOUT_MS = 60_000
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from napari_clearnet import io
 from napari_clearnet.cli import main
+from napari_clearnet.io import images as io_images
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
@@ -73,11 +74,11 @@ def test_limit_covers_every_format_including_frames(tmp_path: Path, monkeypatch)
     p16 = tmp_path / "x16.png"
     p16.write_bytes(imagecodecs.png_encode(np.zeros((40, 40, 3), np.uint16)))
     paths.append(p16)
-    monkeypatch.setattr(io, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(io_images, "MAX_PIXELS", 1000)
     for p in paths:
         _named_error(p, "image too large")
-    monkeypatch.setattr(io, "MAX_PIXELS", 10**8)
-    monkeypatch.setattr(io, "MAX_BYTES", 3 * 40 * 40 * 3)  # two frames fit, three do not
+    monkeypatch.setattr(io_images, "MAX_PIXELS", 10**8)
+    monkeypatch.setattr(io_images, "MAX_BYTES", 3 * 40 * 40 * 3)  # two frames fit, three do not
     frames = [Image.fromarray(_rgb(40, 40, s)) for s in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     _named_error(tmp_path / "anim.gif", "image too large")
@@ -90,7 +91,7 @@ def test_png16_zlib_bomb_is_refused_and_decoding_is_bounded(tmp_path: Path, monk
     comp = zlib.compressobj(9)
     bomb.write_bytes(png_bytes(w, h, 16, 2, b"".join(comp.compress(row) for _ in range(h)) + comp.flush()))
     assert bomb.stat().st_size < 100_000  # 24 MB of pixels in a few kB
-    monkeypatch.setattr(io, "MAX_PIXELS", 1_000_000)
+    monkeypatch.setattr(io_images, "MAX_PIXELS", 1_000_000)
     _named_error(bomb, "image too large")
     # a small image whose data stream inflates far beyond its declared size: only what the
     # header needs is ever inflated
@@ -115,13 +116,13 @@ def test_memory_errors_and_unexpected_decoder_errors_name_the_file(tmp_path: Pat
     def oom(*a, **k):
         raise MemoryError
 
-    monkeypatch.setattr(io, "read_pillow", oom)
+    monkeypatch.setattr(io_images, "read_pillow", oom)
     _named_error(p, "not enough memory")
 
     def odd(*a, **k):
         raise KeyError("a decoder bug")
 
-    monkeypatch.setattr(io, "read_pillow", odd)
+    monkeypatch.setattr(io_images, "read_pillow", odd)
     _named_error(p, "KeyError")
 
 

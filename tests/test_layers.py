@@ -12,8 +12,8 @@ pytest.importorskip("napari")
 from _common import hazy, rgb_scene
 from napari.layers import Image, Points
 
-from napari_clearnet import _layers
-from napari_clearnet._layers import Settings, dehaze_layer, dehaze_layers
+from napari_clearnet._plugin import layers as _layers
+from napari_clearnet._plugin.layers import Settings, dehaze_layer, dehaze_layers
 
 
 def test_float_just_above_one_in_napari_adds_no_black_layer(make_napari_viewer) -> None:  # F9, F18
@@ -48,8 +48,8 @@ def test_scripting_command_on_every_layer(make_napari_viewer, notes):
 def test_airlight_points_are_the_pixels_the_method_used(make_napari_viewer, method: str) -> None:
     """The points layer shows the method's own source pixels (capped, on the layer's grid), not a
     rule re-derived for display; a given A has none."""
-    from napari_clearnet._layers import get_dehazer
-    from napari_clearnet.run import drive, run
+    from napari_clearnet._plugin.layers import get_dehazer
+    from napari_clearnet.core.run import drive, run
 
     viewer = make_napari_viewer()
     stack = np.stack([rgb_scene(seed=s) for s in range(2)])
@@ -68,8 +68,8 @@ def test_airlight_points_are_the_pixels_the_method_used(make_napari_viewer, meth
 def test_output_layers_need_what_they_show(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     layer = viewer.add_image(rgb_scene(), name="scene", rgb=True)
-    from napari_clearnet._layers import get_dehazer, run_layer
-    from napari_clearnet.run import drive
+    from napari_clearnet._plugin.layers import get_dehazer, run_layer
+    from napari_clearnet.core.run import drive
 
     done = drive(run_layer(layer, get_dehazer("dcp", None, "cpu"), Settings("dcp")))
     with pytest.raises(ValueError, match="with_raw=True"):

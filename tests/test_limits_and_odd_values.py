@@ -12,9 +12,9 @@ from _common import REPO, cli
 from _gen import clip, hazy
 
 import napari_clearnet as nc
-from napari_clearnet import limits
 from napari_clearnet.bench import main as bench_main
 from napari_clearnet.cli import main
+from napari_clearnet.core import limits
 
 
 # ------------------------------------------------------------------------------------------- G9

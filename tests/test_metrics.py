@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_clearnet import metrics
+from napari_clearnet.analysis import metrics
 
 
 def _photo(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:

@@ -14,8 +14,8 @@ from _common import photo, run_dcp, write_clip
 
 import napari_clearnet as nc
 from napari_clearnet import io
-from napari_clearnet.batch_plan import INPUT_SUFFIXES, collect_inputs
-from napari_clearnet.files import ReplacesInputError, atomic_path, fingerprint, refuse_input
+from napari_clearnet._util.files import ReplacesInputError, atomic_path, fingerprint, refuse_input
+from napari_clearnet.batch.plan import INPUT_SUFFIXES, collect_inputs
 
 
 def _sha(p: Path) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _common import prior_scene
 
-from napari_clearnet import physics
+from napari_clearnet.core import physics
 
 
 def test_haze_then_recover_with_true_t_and_a_is_identity() -> None:

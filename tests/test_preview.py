@@ -10,7 +10,7 @@ pytest.importorskip("napari")
 
 from _common import dock, rgb_scene
 
-from napari_clearnet import _preview
+from napari_clearnet._plugin import preview as _preview
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000
@@ -191,3 +191,21 @@ def test_newer_frame_cancels_a_running_full_resolution_job(make_napari_viewer, q
     assert 2 <= len(full_runs[0]) < 32  # stopped early, between strips
     shown = [(gen, stage) for gen, stage, _ in w.preview.timings]
     assert (first, "full") not in shown and shown[-1] == (first + 1, "full")
+
+
+def test_the_preview_of_a_float_stack_frame_reads_it_as_the_run_does():
+    """The live preview of frame 0 of a float stack whose frames need the stack's range (0, 255)
+    shows what the Dehaze run gives for that frame, not a frame brightened onto (0, 1)."""
+    from napari.layers import Image
+
+    from napari_clearnet import dehaze
+    from napari_clearnet._plugin.layers import Settings
+
+    rng = np.random.default_rng(3)
+    stack = np.empty((2, 32, 40, 3), np.float32)
+    stack[0] = rng.uniform(0.2, 0.9, (32, 40, 3))
+    stack[1] = rng.uniform(20, 200, (32, 40, 3))
+    layer = Image(stack, rgb=True)
+    shown = _preview.preview_frame(layer, Settings(method="dcp", device="cpu"), frame=0, side=None)
+    run = dehaze(stack, method="dcp", device="cpu")
+    np.testing.assert_allclose(shown, run.image[0], atol=1e-5)

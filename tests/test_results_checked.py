@@ -15,9 +15,10 @@ from _gen import hazy
 from safetensors.torch import save_file
 
 import napari_clearnet as nc
-from napari_clearnet import checks, io
+from napari_clearnet import io
 from napari_clearnet import weights as w
-from napari_clearnet.engine import Dehazer
+from napari_clearnet.core import checks
+from napari_clearnet.core.engine import Dehazer
 
 
 def _bundled() -> tuple[dict, object, dict]:

@@ -4,12 +4,16 @@ grid, frame indices first."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from _common import METHODS, dehazer, hazy, hazy_rgb
 
-from napari_clearnet import engine
-from napari_clearnet.run import DehazeResult, drive, run
+import napari_clearnet
+from napari_clearnet import DehazeOptions
+from napari_clearnet.core import engine
+from napari_clearnet.core.run import DehazeResult, drive, run
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -39,9 +43,25 @@ def test_stopping_early_leaves_nothing_and_validation_comes_first() -> None:
     assert next(gen) == (1, 4)
     gen.close()  # what a cancelled napari worker does between frames
     bad = run(dehazer("dcp"), hazy(), t0=float("nan"))
-    assert next(bad) == (0, 1)  # the layout is known before any parameter is checked
     with pytest.raises(ValueError, match="t0"):
-        next(bad)
+        next(bad)  # the options are checked (once, as a DehazeOptions) before any work or progress
+    with pytest.raises(ValueError, match="t0"):
+        DehazeOptions(t0=float("nan"))
+
+
+def test_one_frozen_options_object_is_what_every_entry_point_reads() -> None:
+    opts = DehazeOptions(strength=0.5, sky_protection=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.strength = 2.0  # type: ignore[misc]
+    image = hazy()
+    by_object = drive(run(dehazer("dcp"), image, opts))
+    by_keywords = drive(run(dehazer("dcp"), image, strength=0.5, sky_protection=0))
+    np.testing.assert_array_equal(by_object.image, by_keywords.image)
+    np.testing.assert_array_equal(napari_clearnet.dehaze(image, opts, method="dcp", device="cpu").image,
+                                  by_object.image)
+    assert opts.replace(strength=1.0).strength == 1.0 and opts.strength == 0.5
+    with pytest.raises(TypeError, match="unexpected keyword argument 'strenght'"):
+        drive(run(dehazer("dcp"), image, strenght=0.5))
 
 
 @pytest.mark.parametrize("method", METHODS)

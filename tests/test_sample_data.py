@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_clearnet import _sample_data as sd
+from napari_clearnet._plugin import sample_data as sd
 
 
 def test_hazy_motorcycle_follows_the_scattering_model():

@@ -15,8 +15,8 @@ import pytest
 import torch
 from _common import METHODS, REPO, dehazer, hazy_rgb
 
-from napari_clearnet import threads
-from napari_clearnet.bench_load import busy_cores
+from napari_clearnet.bench.load import busy_cores
+from napari_clearnet.core import threads
 
 TWO_CORES = pytest.mark.skipif(
     threads._cores() < 2 or threads._DEFAULT < 2 or not os.path.exists("/proc/stat"),

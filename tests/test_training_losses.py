@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_clearnet import physics
-from napari_clearnet.model import ClearNet, ClearNetConfig
+from napari_clearnet.core import physics
+from napari_clearnet.core.model import ClearNet, ClearNetConfig
 from training.losses import (
     LossWeights,
     Objective,

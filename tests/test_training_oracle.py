@@ -12,8 +12,9 @@ import pytest
 import torch
 from _common import haze_with, tilted_plane
 
-from napari_clearnet import engine, io, weights
-from napari_clearnet.model import ClearNet, ClearNetConfig, bounded
+from napari_clearnet import api, io, weights
+from napari_clearnet.core import engine
+from napari_clearnet.core.model import ClearNet, ClearNetConfig, bounded
 from training import oracle
 from training.__main__ import main as training_main
 from training.clear import ClearCrops
@@ -43,7 +44,7 @@ def _untrained(tmp_path: Path) -> tuple[Path, engine.Dehazer]:
     torch.manual_seed(0)
     w = tmp_path / "prior.safetensors"
     weights.save_weights(ClearNet(SMALL), w)
-    return w, engine.load_model(w, device="cpu")
+    return w, api.load_model(w, device="cpu")
 
 
 @pytest.mark.parametrize("strength", [1.0, 1.5])

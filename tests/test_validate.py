@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_clearnet import bench
-from napari_clearnet._validate import json_text
+from napari_clearnet._util.validate import json_text
+from napari_clearnet.bench import runner as bench
 
 
 def test_json_text_writes_non_finite_numbers_as_null() -> None:  # F10, F13, F37
@@ -21,7 +21,7 @@ def test_json_text_writes_non_finite_numbers_as_null() -> None:  # F10, F13, F37
 
 
 def test_options_are_named_as_the_caller_spelled_them() -> None:
-    from napari_clearnet._validate import check_sky_protection, check_strength, cli_spelling, option
+    from napari_clearnet._util.validate import check_sky_protection, check_strength, cli_spelling, option
 
     assert option("sky_protection") == "sky_protection" and option("channel_axis", 0) == "channel_axis=0"
     assert option("value_range_hint") == "value_range=(low, high)" and option("out_dir") == "out_dir"
@@ -45,14 +45,14 @@ def test_options_are_named_as_the_caller_spelled_them() -> None:
      ("check_airlight", "bright", "airlight"), ("check_airlight", [0.5, 0.5], "airlight")],
 )
 def test_dehazing_parameters_are_checked_in_one_place(check: str, value, match: str) -> None:
-    from napari_clearnet import _validate
+    from napari_clearnet._util import validate as _validate
 
     with pytest.raises(ValueError, match=match):
         getattr(_validate, check)(value)
 
 
 def test_airlight_one_number_means_grey() -> None:
-    from napari_clearnet._validate import check_airlight
+    from napari_clearnet._util.validate import check_airlight
 
     np.testing.assert_array_equal(check_airlight(0.8), np.float32([0.8, 0.8, 0.8]))
     assert check_airlight((0.7, 0.8, 0.9)).dtype == np.float32

@@ -12,11 +12,11 @@ import pytest
 from _common import clip_facts, photo, write_clip
 
 import napari_clearnet as nc
-from napari_clearnet import video_out
+from napari_clearnet.batch.inputs import read_tag
 from napari_clearnet.cli import main
-from napari_clearnet.files import read_tag
-from napari_clearnet.run import drive, run
+from napari_clearnet.core.run import drive, run
 from napari_clearnet.video import VideoReader, probe
+from napari_clearnet.video import writer as video_out
 
 
 def dehaze_cli(*args: str | Path) -> int:
@@ -159,7 +159,7 @@ def test_video_options_are_checked_by_their_flags(tmp_path: Path, capsys) -> Non
 
 def test_napari_reader_opens_a_clip_as_a_lazy_layer(make_napari_viewer, tmp_path: Path) -> None:
     pytest.importorskip("napari")
-    from napari_clearnet._layers import dehaze_layer
+    from napari_clearnet._plugin.layers import dehaze_layer
 
     src = write_clip(tmp_path / "clip.avi", n=9, gop=4)
     viewer = make_napari_viewer()

@@ -176,7 +176,7 @@ def test_what_a_clip_carries_is_kept_or_named(tmp_path: Path, capsys) -> None:
 
 # G20: very wide clips failed after the work with "Generic error in an external library".
 def test_clips_too_wide_for_h264_are_refused_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:
-    import napari_clearnet.run as run_mod
+    import napari_clearnet.core.run as run_mod
 
     monkeypatch.setattr(run_mod, "run", lambda *a, **k: pytest.fail("dehazing started"))
     wide = clip(tmp_path / "wide.mkv", 2, w=17000, h=16, codec="ffv1", pix="yuv444p")

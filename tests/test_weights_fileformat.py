@@ -23,7 +23,7 @@ import napari_clearnet
 import napari_clearnet as nc
 from napari_clearnet import weights
 from napari_clearnet.cli import main
-from napari_clearnet.model import ClearNet, ClearNetConfig
+from napari_clearnet.core.model import ClearNet, ClearNetConfig
 
 
 def _bundled() -> Path:

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from napari_clearnet import cli, load_model, weights
-from napari_clearnet.model import ClearNet, ClearNetConfig
+from napari_clearnet.core.model import ClearNet, ClearNetConfig
 from napari_clearnet.weights import hub as hub_module
 
 

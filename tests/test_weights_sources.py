@@ -10,7 +10,7 @@ import pytest
 from _hub import registry_entry
 
 from napari_clearnet import weights
-from napari_clearnet.model import ClearNet, ClearNetConfig
+from napari_clearnet.core.model import ClearNet, ClearNetConfig
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ from napari.utils.notifications import ErrorNotification, NotificationSeverity
 from napari.viewer import current_viewer
 from qtpy.QtCore import QThreadPool
 
-from napari_clearnet import _widgets
-from napari_clearnet._layers import get_dehazer
+from napari_clearnet._plugin import widgets as _widgets
+from napari_clearnet._plugin.layers import get_dehazer
+from napari_clearnet._plugin.widgets import panel, picker, runner
 
 PLUGIN = "napari-clearnet"
 TIMEOUT_MS = 60_000
@@ -75,7 +76,7 @@ class _Gated:
 @pytest.fixture
 def gated(monkeypatch) -> _Gated:
     gate = _Gated()
-    monkeypatch.setattr(_widgets, "get_dehazer", lambda *_, **__: gate)
+    monkeypatch.setattr(panel, "get_dehazer", lambda *_, **__: gate)
     return gate
 
 
@@ -241,7 +242,7 @@ def test_invalid_layers_and_errors_become_notifications(make_napari_viewer, qtbo
 
     # an error inside the worker (unknown model) is a notification too, and the bar goes away
     viewer.add_image(rgb_scene(), name="img", rgb=True)
-    from napari_clearnet._layers import Settings
+    from napari_clearnet._plugin.layers import Settings
 
     w.start(viewer.layers["img"], Settings("clearnet", "no-such-model"))
     _wait(qtbot, w)
@@ -320,7 +321,7 @@ def test_uncached_hub_model_downloads_in_the_worker(make_napari_viewer, qtbot, t
     from _hub import HubServer, registry_entry, tiny_weights, use_hub
     from napari.utils import progress
 
-    from napari_clearnet import engine, weights
+    from napari_clearnet import api, weights
 
     data, _ = tiny_weights(tmp_path / "tiny.safetensors")
     with HubServer() as hub:
@@ -331,7 +332,7 @@ def test_uncached_hub_model_downloads_in_the_worker(make_napari_viewer, qtbot, t
         use_hub(monkeypatch, hub.url, tmp_path / "hf")
         monkeypatch.setenv(weights.REGISTRY_ENV, str(reg))
         monkeypatch.setenv(weights.TIMEOUT_ENV, "3")
-        monkeypatch.setattr(engine, "_CACHE", {})
+        monkeypatch.setattr(api, "_CACHE", {})
         bars: list = []  # napari progress bars made, and whether on the GUI thread
         seen = lambda e: bars.extend((p, threading.current_thread() is threading.main_thread())  # noqa: E731
                                      for p in e.added)
@@ -452,7 +453,7 @@ def test_closing_mid_run_stops_the_worker_and_adds_nothing(make_napari_viewer, q
         qtbot.waitUntil(lambda: _no_thread_left(worker), timeout=TIMEOUT_MS)
         qtbot.wait(50)  # let the worker's last queued signals arrive
     assert raised == []
-    assert not w.running and worker not in _widgets.GeneratorWorker._worker_set
+    assert not w.running and worker not in runner.GeneratorWorker._worker_set
     assert all(isinstance(v, tuple) for v in seen) and len(seen) < 4  # aborted, never returned
     assert not any("dehazed" in name for name in _names(viewer))
     assert _names(viewer) == ([] if how == "close viewer" else ["clip"])
@@ -508,8 +509,8 @@ def test_runtime_error_mid_stack_is_a_notification_not_a_stuck_bar(make_napari_v
 
 def test_model_choices_are_read_once_not_on_every_layer_event(make_napari_viewer, qtbot, monkeypatch):
     calls: list[int] = []
-    real = _widgets.model_choices
-    monkeypatch.setattr(_widgets, "model_choices", lambda: calls.append(1) or real())
+    real = picker.model_choices
+    monkeypatch.setattr(picker, "model_choices", lambda: calls.append(1) or real())
     viewer = make_napari_viewer()
     w = dock(viewer, "Dehaze")
     assert len(calls) == 1

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_clearnet._validate import MAX_STRENGTH, json_text
+from napari_clearnet._util.validate import MAX_STRENGTH, json_text
 
 from .config import seed_option
 

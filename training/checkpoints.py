@@ -8,11 +8,12 @@ checkpoint without importing the loop.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from napari_clearnet._util.files import atomic_path
 
 __all__ = ["CHECKPOINT_KEYS", "RUN_FILES", "atomic_save", "load_checkpoint"]
 
@@ -23,13 +24,10 @@ CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "scaler", "
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    """``torch.save`` through the package's one atomic writer: an interrupt (Ctrl-C, SIGTERM)
+    leaves no partial checkpoint behind, and a checkpoint is replaced only once the new one is whole."""
+    with atomic_path(path, overwrite=True) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:  # an interrupt (Ctrl-C, SIGTERM) leaves no partial checkpoint behind
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_clearnet import physics
+from napari_clearnet.core import physics
 
 from .data import find_hazy_images, load_rgb
 

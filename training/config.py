@@ -1,7 +1,7 @@
 """Training configuration: one YAML file, validated into dataclasses.
 
 Every value is checked before anything is built, by one mechanism
-(:func:`napari_clearnet._validate.check_config`): unknown keys are errors (a typo never silently
+(:func:`napari_clearnet._util.validate.check_config`): unknown keys are errors (a typo never silently
 falls back to a default), types come from the dataclass annotations, ranges from the tables
 below. A bad file gives a one-line ``ValueError`` naming ``section.key``. Values can each be in
 range while their product is not: :func:`check_memory` estimates what a step needs and refuses a
@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_clearnet._validate import MODEL_RANGES, check_config, check_number
-from napari_clearnet.model import ClearNetConfig
+from napari_clearnet._util.validate import MODEL_RANGES, check_config, check_number
+from napari_clearnet.core.model import ClearNetConfig
 
 from .losses import DEPTH_SOURCES, LossWeights
 
@@ -203,7 +203,7 @@ def estimate_memory(cfg: TrainConfig) -> int:
     crops × batch × the activations of every level), computed from the config alone."""
     import torch
 
-    from napari_clearnet.model import ClearNet
+    from napari_clearnet.core.model import ClearNet
 
     with torch.device("meta"):  # shapes only: nothing is allocated
         n_params = sum(p.numel() for p in ClearNet(cfg.model).parameters())
@@ -220,7 +220,7 @@ def memory_available() -> int:
 
     import torch
 
-    from napari_clearnet.limits import MEMORY_ENV, memory_limit
+    from napari_clearnet.core.limits import MEMORY_ENV, memory_limit
 
     limit = memory_limit()
     if torch.cuda.is_available() and not os.environ.get(MEMORY_ENV):
@@ -232,7 +232,7 @@ def memory_available() -> int:
 def check_memory(cfg: TrainConfig) -> None:
     """Refuse a recipe whose widths, crops and batch multiply past this machine's memory (each
     value can be in range while their product is not), naming the number and the limit."""
-    from napari_clearnet.limits import fmt_bytes
+    from napari_clearnet.core.limits import fmt_bytes
 
     need, limit = estimate_memory(cfg), memory_available()
     if need > limit:

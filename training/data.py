@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from napari_clearnet import arrays, io, physics
+from napari_clearnet import io
+from napari_clearnet.core import arrays, physics
 
 from .config import TrainConfig
 

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_clearnet import engine, io, metrics
-from napari_clearnet._validate import json_text
-from napari_clearnet.files import atomic_path, write_text
-from napari_clearnet.model import ClearNet
+from napari_clearnet import api, io
+from napari_clearnet._util.files import atomic_path, write_text
+from napari_clearnet._util.validate import json_text
+from napari_clearnet.analysis import metrics
+from napari_clearnet.core import engine
+from napari_clearnet.core.model import ClearNet
 
 from .data import Pair, find_pairs, load_rgb, read_ids_file
 from .oracle import Analysis, edge_band_mask
@@ -160,7 +162,7 @@ def make_grid(columns: Sequence[Sequence[np.ndarray]], height: int = 192, gap: i
     """A grid image: one row per image, one column per method, each tile resized to ``height``."""
     import torch
 
-    from napari_clearnet import physics
+    from napari_clearnet.core import physics
 
     rows = []
     for tiles in zip(*columns, strict=True):
@@ -180,9 +182,9 @@ def make_grid(columns: Sequence[Sequence[np.ndarray]], height: int = 192, gap: i
 def methods_for(models: Sequence[str | Path], device: str = "auto", with_prior: bool = True) -> dict:
     """Label → Dehazer (``None`` for the hazy input): the hazy input, the classic DCP, the
     untrained prior of the first model (its heads at zero: exactly its physics prior) and each model."""
-    loaded = [engine.load_model(m, device=device) for m in models]
+    loaded = [api.load_model(m, device=device) for m in models]
     methods: dict[str, engine.Dehazer | None] = {
-        HAZY: None, DCP: engine.load_model(method="dcp", device=device)}
+        HAZY: None, DCP: api.load_model(method="dcp", device=device)}
     if with_prior and loaded:
         net = loaded[0].model
         assert net is not None

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from napari_clearnet import weights
-from napari_clearnet._validate import json_text
-from napari_clearnet.files import atomic_path, write_text
-from napari_clearnet.model import ClearNet, ClearNetConfig
+from napari_clearnet._util.files import atomic_path, write_text
+from napari_clearnet._util.validate import json_text
+from napari_clearnet.core.model import ClearNet, ClearNetConfig
 
 from .checkpoints import load_checkpoint
 

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from napari_clearnet import physics
-from napari_clearnet.model import check_keys
+from napari_clearnet.core import physics
+from napari_clearnet.core.model import check_keys
 
 __all__ = [
     "LossWeights",

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from napari_clearnet import metrics
+from napari_clearnet.analysis import metrics
 
 __all__ = [
     "DEFAULT_GRID",

@@ -3,7 +3,7 @@
 Paired scores cannot see what users see first on real photos: rings, colour blotches and
 amplified JPEG noise in smooth bright skies. ``python -m training photos`` runs the classic DCP
 and each model over every photo under the given folders, applies
-:func:`napari_clearnet.metrics.sky_check` to each photo *with sky* (smooth bright regions close
+:func:`napari_clearnet.analysis.metrics.sky_check` to each photo *with sky* (smooth bright regions close
 to the airlight covering between ``SKY_MIN_FRACTION`` and ``SKY_MAX_FRACTION`` of the frame,
 judged from the hazy input alone) and writes the per-photo table and a summary. Where such
 regions fill most of the frame the "sky" is the haze itself (a dust storm, dense fog over the
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_clearnet import engine, io, metrics
-from napari_clearnet._validate import json_text
-from napari_clearnet.files import write_text
+from napari_clearnet import api, io
+from napari_clearnet._util.files import write_text
+from napari_clearnet._util.validate import json_text
+from napari_clearnet.analysis import metrics
 
 from .data import find_hazy_images, load_rgb
 from .evaluate import DCP, make_grid
@@ -53,9 +54,9 @@ def photos(
     ``scores.md`` / ``scores.json`` to ``out`` and, with ``sheet``, the photos whose file names
     (without suffix) are in ``sheet_names`` as one image. Photos are reduced to ``max_side``
     before dehazing, as a user's preview would. Returns ``{method: summary}``."""
-    methods = {DCP: engine.load_model(method="dcp", device=device)}
+    methods = {DCP: api.load_model(method="dcp", device=device)}
     for m in models:
-        methods[_label(m)] = engine.load_model(m, device=device)
+        methods[_label(m)] = api.load_model(m, device=device)
     wanted = {Path(n).stem for n in sheet_names}
     rows: list[dict] = []
     tiles: dict[str, list[np.ndarray]] = {}
@@ -89,7 +90,7 @@ def photos(
 def _reduced(img: np.ndarray, max_side: int) -> np.ndarray:
     import torch
 
-    from napari_clearnet import physics
+    from napari_clearnet.core import physics
 
     h, w = img.shape[:2]
     s = max_side / max(h, w)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from napari_clearnet.model import ClearNet
+from napari_clearnet.core.model import ClearNet
 
 __all__ = ["load_teacher", "teacher_prior_fn"]
 

@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from napari_clearnet import engine
-from napari_clearnet._validate import json_text
-from napari_clearnet.model import ClearNet
+from napari_clearnet._util.validate import json_text
+from napari_clearnet.core import engine
+from napari_clearnet.core.model import ClearNet
 
 from .checkpoints import RUN_FILES, atomic_save, load_checkpoint
 from .clear import ClearCrops, load_clear_photos

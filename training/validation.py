@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_clearnet import engine, physics
-from napari_clearnet.model import ClearNet
+from napari_clearnet.core import engine, physics
+from napari_clearnet.core.model import ClearNet
 
 from .config import TrainConfig
 from .data import find_pairs, hazy_crops, step_generator

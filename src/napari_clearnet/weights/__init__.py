@@ -7,7 +7,8 @@ One job per module:
 * :mod:`.fileformat`: the safetensors file with its config (save, read, verify, build); pickles
   are never loaded;
 * :mod:`.hub`: a thin layer over ``huggingface_hub.hf_hub_download`` and the HF cache;
-* :mod:`.sources`: which file a model string means (registry name, ``hf://`` address or path).
+* :mod:`.sources`: which file a model string means (registry name, ``hf://`` address or path),
+  and :func:`load`: a model string as a built network in one call.
 
 Writing Hub folders and model cards is a training job: ``training/export.py``.
 """
@@ -32,13 +33,14 @@ from .registry import (
     registry_file,
     verify_file,
 )
-from .sources import parse_source, resolve
+from .sources import LoadedWeights, load, parse_source, resolve
 
 __all__ = [
     "CONFIG_KEY",
     "DEFAULT_MODEL",
     "REGISTRY_ENV",
     "TIMEOUT_ENV",
+    "LoadedWeights",
     "ModelEntry",
     "VerifyReport",
     "WeightsError",
@@ -49,6 +51,7 @@ __all__ = [
     "download",
     "get_entry",
     "list_models",
+    "load",
     "parse_hf_address",
     "parse_source",
     "read_weights",

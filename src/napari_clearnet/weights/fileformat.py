@@ -20,9 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._validate import MODEL_RANGES, check_config
-from ..files import atomic_path
-from ..model import FORMAT_VERSION, ClearNet, ClearNetConfig
+from .._util.files import atomic_path
+from .._util.validate import MODEL_RANGES, check_config
+from ..core.model import FORMAT_VERSION, ClearNet, ClearNetConfig
+from ..errors import WeightsError
 
 __all__ = [
     "CONFIG_KEY",
@@ -38,17 +39,25 @@ __all__ = [
 CONFIG_KEY = "clearnet_config"
 
 
-class WeightsError(ValueError):
-    """A weights file that cannot be used: missing, corrupt, wrong format or wrong architecture."""
+#: sha256 per (path, inode, size, mtime, ctime): a file is hashed once while it stays the same file
+#: (loading verifies a registry file, then records its checksum: one read, not two)
+_DIGESTS: dict[tuple, str] = {}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The sha256 of a file, read in chunks (weights files can be large)."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+        h = hashlib.sha256()
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    if len(_DIGESTS) > 64:
+        _DIGESTS.clear()
+    _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def save_weights(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import HubStalled
 from .fileformat import WeightsError
 from .registry import ModelEntry, list_models, verify_file
 
@@ -38,10 +39,6 @@ __all__ = [
 ]
 
 TIMEOUT_ENV = "CLEARNET_HUB_TIMEOUT"
-
-
-class HubStalled(TimeoutError):
-    """No byte of a download arrived for the timeout (huggingface_hub would retry for minutes)."""
 
 
 def timeout() -> float:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .._validate import check_config
+from .._util.validate import check_config
 from .fileformat import WeightsError, sha256_file
 
 __all__ = [

@@ -22,11 +22,20 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.model import ClearNet
 from . import hub
-from .fileformat import CONFIG_KEY, WeightsError, read_metadata, sidecar_config
-from .registry import ModelEntry, get_entry, list_models, verify_file
+from .fileformat import (
+    CONFIG_KEY,
+    WeightsError,
+    build_model,
+    read_metadata,
+    read_weights,
+    sha256_file,
+    sidecar_config,
+)
+from .registry import DEFAULT_MODEL, ModelEntry, get_entry, list_models, verify_file
 
-__all__ = ["ModelSource", "parse_source", "resolve"]
+__all__ = ["LoadedWeights", "ModelSource", "load", "parse_source", "resolve"]
 
 #: suffixes that mark a file path (pickles too, so they get the refusal message, not "unknown model")
 FILE_SUFFIXES = frozenset({".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pkl"})
@@ -146,3 +155,43 @@ def _hub_file(text: str, repo: str, revision: str, filename: str, force: bool,
         with contextlib.suppress(WeightsError):  # reading the weights then names the missing config
             hub.fetch(repo, f"{folder}config.json", revision, label=f"{text} (config.json)")
     return path
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """What :func:`load` returns: the network, the name to show, its file and the file's sha256."""
+
+    net: ClearNet
+    name: str
+    path: Path
+    sha256: str
+
+
+def load(model: str | os.PathLike | None = None, *, tqdm_class: type | None = None) -> LoadedWeights:
+    """A model string as a built network, in one call.
+
+    Which file (:func:`resolve`, downloading and verifying if needed), read and checked
+    (:func:`~.fileformat.read_weights`), built (:func:`~.fileformat.build_model`), and its checksum
+    (hashed once).
+
+    Parameters
+    ----------
+    model : str or path, optional
+        A registry name, an ``hf://`` address or a path (None: the bundled default).
+    tqdm_class : type, optional
+        A tqdm-like bar for a download's bytes.
+
+    Returns
+    -------
+    LoadedWeights
+        ``net``, ``name``, ``path`` and ``sha256``.
+
+    Raises
+    ------
+    WeightsError
+        A file that is missing, corrupt, pickled or of another architecture.
+    """
+    path, name = resolve(model or DEFAULT_MODEL, tqdm_class=tqdm_class)
+    state, config, _ = read_weights(path)
+    net = build_model(state, config, source=str(path))
+    return LoadedWeights(net, name, path, sha256_file(path))

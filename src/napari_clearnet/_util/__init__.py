@@ -1,0 +1,2 @@
+"""Helpers every layer may use: option spelling and number checks (``validate``), safe files
+(``files``: atomic writes, fingerprints). Nothing here imports the rest of the package."""

@@ -1,0 +1,16 @@
+"""The ``clearnet`` command: ``dehaze``, ``depth``, ``weights`` and ``bench``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .app import build_parser, main
+from .signals import Terminated, run_command, terminating_signals
+
+__all__ = ["Terminated", "build_parser", "main", "run_command", "terminating_signals"]
+
+
+def __getattr__(name: str) -> Any:  # the rest of the old flat module napari_clearnet.cli
+    from .._moved import forward
+
+    return forward(__name__, name, ("cli.app", "cli.args", "cli.dehaze"))
