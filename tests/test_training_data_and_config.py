@@ -94,6 +94,15 @@ def test_property_any_config_value_is_checked(section: str, data, value) -> None
         assert f"{section}." in str(exc) or "unknown" in str(exc), exc
 
 
+@pytest.mark.parametrize("widths", [[], [8], [8, 0]])
+def test_a_settings_class_own_check_names_its_section(widths) -> None:
+    """What ClearNetConfig itself refuses (fewer than two widths) is named ``model.widths`` too."""
+    cfg = yaml.safe_load(TINY.read_text()) or {}
+    cfg.setdefault("model", {})["widths"] = widths
+    with pytest.raises(ValueError, match=r"^model\.widths"):
+        TrainConfig.from_dict(cfg)
+
+
 def test_config_files_in_the_repository_still_load() -> None:
     for p in sorted((REPO / "training" / "configs").glob("*.yaml")):
         load_config(p)

@@ -10,6 +10,8 @@ recipe this machine cannot hold, with the number and the limit.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,13 @@ def _build(cls, data: Any, section: str):
     for key in ORDERED.get(section, ()):
         if key in data and data[key][0] > data[key][1]:
             raise ValueError(f"{section}.{key} must be (low, high) with low <= high, got {list(data[key])}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except ValueError as exc:  # a settings class's own check names its field bare: add the section
+        field_name = re.match(r"\w+", str(exc))
+        if field_name and field_name.group() in {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"{section}.{exc}") from None
+        raise
 
 
 @dataclass
