@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .app import build_parser, main
-from .signals import Terminated, run_command, terminating_signals
+from .signals import BROKEN_PIPE_STATUS, Terminated, broken_pipe, run_command, terminating_signals
 
-__all__ = ["Terminated", "build_parser", "main", "run_command", "terminating_signals"]
+__all__ = ["BROKEN_PIPE_STATUS", "Terminated", "broken_pipe", "build_parser", "main", "run_command",
+           "terminating_signals"]
 
 
 def __getattr__(name: str) -> Any:  # the rest of the old flat module napari_clearnet.cli
