@@ -359,7 +359,7 @@ def images(draw) -> np.ndarray:
         x = np.where(rng.random(shape) > 0.5, 1.0, 0.0)
     top = {"uint8": 255, "uint16": 65535, "int32": 60000, "float32": 1.0, "float64": 255.0, "bool": 1}[dtype]
     if dtype in ("int32", "float64"):  # G11: a guessed 8/16-bit range needs its brightest value ≥ 1/4
-        x = 0.25 + 0.75 * x
+        x = 0.3 + 0.7 * x  # of 65535 for int32 (top 60000: 0.25 gave 15000, under 16384)
     return (x > 0.5) if dtype == "bool" else (x * top).astype(dtype)
 
 
