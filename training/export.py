@@ -26,11 +26,13 @@ from .checkpoints import load_checkpoint
 __all__ = ["ema_model", "export", "export_hub_folder", "update_registry"]
 
 TRAINING_DATA = (
-    "Unsupervised: hazy images only (the folders in the run record below; no clear references "
-    "and no haze parameters are read). Self-supervised re-hazing pseudo-pairs (crops dehazed by "
-    "the prior, hazed again with a known transmission and airlight) supervise the relative "
-    "optical depth and the airlight; the validation splits of paired sets only choose the "
-    "checkpoint and the recipe's settings (held-out splits choose nothing)."
+    "Unsupervised: hazy photos (the folders in the run record below; no haze parameters are read) "
+    "and, where the run record lists them, unpaired clear photos (never the ground truth of an "
+    "evaluation pair). Pseudo-pairs supervise the optical depth and the airlight in absolute "
+    "terms: crops of the hazy photos dehazed by the prior and hazed again, and crops of the clear "
+    "photos hazed with a known transmission and airlight, a share of them left haze-free. The "
+    "validation splits of paired sets only choose the checkpoint and the recipe's settings "
+    "(held-out splits choose nothing)."
 )
 
 
