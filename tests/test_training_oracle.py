@@ -180,3 +180,20 @@ def test_the_shipped_model_leaves_clear_photos_nearly_unchanged() -> None:
     for name, img in (("motorcycle", clear), ("rocket", data.rocket().astype(np.float32) / 255)):
         psnr = oracle.haze_free_psnr(d, img)
         assert psnr >= HAZE_FREE_PSNR, (name, psnr)
+
+
+def test_every_pseudo_setting_reaches_the_pseudo_pairs() -> None:
+    """A setting of the recipe's pseudo section that never reaches make_pseudo_pairs is silently
+    ignored (clear_none once was): every one is passed, under a name the function takes."""
+    import dataclasses
+    import inspect
+
+    from training.config import PseudoSettings, TrainConfig
+
+    kwargs = TrainConfig().pseudo_pair_kwargs()
+    taken = set(inspect.signature(make_pseudo_pairs).parameters)
+    assert set(kwargs) <= taken
+    used_elsewhere = {"clear_batch", "j0_teacher", "j0_omega"}  # crops per step; J0's maker; → j0_gain
+    fields = {f.name for f in dataclasses.fields(PseudoSettings)} - used_elsewhere
+    assert fields <= set(kwargs), fields - set(kwargs)
+    assert "j0_gain" in kwargs

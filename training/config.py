@@ -176,7 +176,8 @@ class TrainConfig:
         p = self.pseudo
         return {"t_min": self.model.t_min, "t0": self.model.t0, "t_mean_range": p.t_mean_range,
                 "grey_range": p.grey_range, "tint": p.tint, "j0_gain": self.j0_gain,
-                "depth_mix": p.depth_mix, "warm_tint": p.warm_tint}
+                "depth_mix": p.depth_mix, "warm_tint": p.warm_tint, "clear_none": p.clear_none,
+                "clear_depth_mix": p.clear_depth_mix, "clear_t_mean_range": p.clear_t_mean_range}
 
     def to_dict(self) -> dict[str, Any]:
         return {
