@@ -233,3 +233,24 @@ def test_written_weights_get_normal_permissions(tmp_path: Path) -> None:  # F33
         os.umask(old)
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left
+
+
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_loads(tmp_path: Path) -> None:
+    """The header length is little-endian: in 1 file of 256 its first byte is 0x80, a pickle's
+    first byte. Such a file is still safetensors and loads (an export once hit it)."""
+    from safetensors.torch import save_file
+
+    from napari_clearnet.weights.fileformat import WeightsError, read_metadata
+
+    for pad in range(256):
+        path = tmp_path / "w.safetensors"
+        save_file({"x": torch.zeros(2)}, str(path), metadata={"pad": "p" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        raise AssertionError("no padding gave a header length ending in 0x80")
+    assert read_metadata(path)["pad"] == "p" * pad
+    pickled = tmp_path / "p.safetensors"
+    torch.save({"x": torch.zeros(2)}, pickled)
+    with pytest.raises(WeightsError, match="pickle"):
+        read_metadata(pickled)

@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
             value = "" if b["value"] is None else f" = {b['value']:.4f}"
             print(f"best: step {b['step']} by {b['measure']}{value}")
     elif args.command == "evaluate":
-        from .evaluate import HAZY, evaluate, markdown_table
+        from .evaluate import DCP, HAZY, PRIOR, evaluate, markdown_table
         from .oracle import Analysis
 
         grid = _grid(args.oracle_strength)
@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
                          analysis=analysis, **_splits(args))
         print(markdown_table(table), end="")
         if analysis is not None:
-            print(analysis.markdown(list(table), HAZY), end="")
+            print(analysis.summary(table, HAZY, DCP, PRIOR) + analysis.markdown(list(table), HAZY), end="")
     elif args.command == "photos":
         from .photos import photos
 

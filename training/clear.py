@@ -73,17 +73,21 @@ def load_clear_photos(sources: Sequence[str | Path]) -> list[tuple[str, np.ndarr
 
 class ClearCrops:
     """Random square crops of the clear photos at ``size`` pixels, with the variation real
-    cameras add: exposure (×0.6-1.1), gamma (0.8-1.25) and white balance (±8 % per channel).
+    cameras add: exposure (×0.6-1.1), gamma (0.8-1.25), white balance (±8 % per channel) and,
+    with ``contrast`` (low, high), contrast scaled about the crop's mean, as flat lighting and
+    cheap sensors give: unlike haze it does not lift the blacks towards the airlight.
     Every draw comes from the generator it is given, so a step's crops are reproducible."""
 
     def __init__(self, photos: Sequence[tuple[str, np.ndarray]], size: int,
-                 crop_range: tuple[float, float] = (0.3, 1.0)) -> None:
+                 crop_range: tuple[float, float] = (0.3, 1.0),
+                 contrast: tuple[float, float] = (1.0, 1.0)) -> None:
         if not photos:
             raise ValueError("ClearCrops needs at least one photo")
         self.photos = [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None] for _, p in photos]
         self.names = [n for n, _ in photos]
         self.size = int(size)
         self.crop_range = crop_range
+        self.contrast = contrast
 
     def __len__(self) -> int:
         return len(self.photos)
@@ -106,7 +110,12 @@ class ClearCrops:
         gain = self._u(g, 0.6, 1.1, 1)
         gamma = torch.exp(self._u(g, -0.22, 0.22, 1))
         wb = 1.0 + self._u(g, -0.08, 0.08, 3).reshape(3, 1, 1)
-        return (gain * wb * patch.pow(gamma)).clamp(0.0, 1.0)
+        out = gain * wb * patch.pow(gamma)
+        if self.contrast != (1.0, 1.0):
+            c = self._u(g, *self.contrast, 1)
+            mean = out.mean((1, 2), keepdim=True)
+            out = mean + c * (out - mean)
+        return out.clamp(0.0, 1.0)
 
     def batch(self, n: int, g: torch.Generator) -> torch.Tensor:
         """(n, 3, size, size) crops."""

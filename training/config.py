@@ -37,7 +37,8 @@ RANGES: dict[str, dict[str, str]] = {
                "warm_tint": "[0, 1]", "depth_mix": "[0, inf)", "clear_batch": "[0, 100000]",
                "clear_none": "[0, 1]", "clear_t_mean_range": "(0, 1]", "clear_depth_mix": "[0, inf)"},
     "data": {"val_fraction": "[0, 1)", "crop_range": "(0, 1]", "crop_size": "[8, 8192]",
-             "num_workers": "[0, 256]", "val_crops": "[1, 100000]", "clear_crop_range": "(0, 1]"},
+             "num_workers": "[0, 256]", "val_crops": "[1, 100000]", "clear_crop_range": "(0, 1]",
+             "clear_contrast": "(0, 2]"},
     "optim": {
         "batch_size": "[1, 100000]", "max_steps": "[1, inf)", "lr": "(0, inf)", "head_lr_factor": "[0, inf)",
         "min_lr_factor": "[0, 1]", "warmup_steps": "[0, inf)", "weight_decay": "[0, inf)",
@@ -48,7 +49,7 @@ RANGES: dict[str, dict[str, str]] = {
 }
 #: (low, high) pairs that must be in order
 ORDERED = {"pseudo": ("t_mean_range", "grey_range", "clear_t_mean_range"),
-           "data": ("crop_range", "clear_crop_range")}
+           "data": ("crop_range", "clear_crop_range", "clear_contrast")}
 
 
 def _build(cls, data: Any, section: str):
@@ -113,6 +114,8 @@ class DataSettings:
     clear: tuple[str, ...] = ()
     #: crop side of the clear photos, as a fraction of their short side
     clear_crop_range: tuple[float, float] = (0.3, 1.0)
+    #: contrast of the clear crops scaled about their mean by a factor in this range (flat light)
+    clear_contrast: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass
@@ -185,7 +188,8 @@ class TrainConfig:
         p = self.pseudo
         return {"t_min": self.model.t_min, "t0": self.model.t0, "t_mean_range": p.t_mean_range,
                 "grey_range": p.grey_range, "tint": p.tint, "j0_gain": self.j0_gain,
-                "depth_mix": p.depth_mix, "warm_tint": p.warm_tint}
+                "depth_mix": p.depth_mix, "warm_tint": p.warm_tint, "clear_none": p.clear_none,
+                "clear_depth_mix": p.clear_depth_mix, "clear_t_mean_range": p.clear_t_mean_range}
 
     def to_dict(self) -> dict[str, Any]:
         return {

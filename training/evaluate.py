@@ -260,7 +260,8 @@ def evaluate(
 def _write_report(out: Path, table: dict, per_image: list[dict], grids: dict, rows: list[PairedSplit],
                   models: list, analysis: Analysis | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    extra = "" if analysis is None else analysis.markdown([r.label for r in rows], HAZY)
+    extra = "" if analysis is None else (analysis.summary(table, HAZY, DCP, PRIOR)
+                                         + analysis.markdown([r.label for r in rows], HAZY))
     write_text(out / "scores.md", markdown_table(table) + extra)
     record = {
         "models": [str(m) for m in models],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
@@ -26,11 +27,13 @@ from .checkpoints import load_checkpoint
 __all__ = ["ema_model", "export", "export_hub_folder", "update_registry"]
 
 TRAINING_DATA = (
-    "Unsupervised: hazy images only (the folders in the run record below; no clear references "
-    "and no haze parameters are read). Self-supervised re-hazing pseudo-pairs (crops dehazed by "
-    "the prior, hazed again with a known transmission and airlight) supervise the relative "
-    "optical depth and the airlight; the validation splits of paired sets only choose the "
-    "checkpoint and the recipe's settings (held-out splits choose nothing)."
+    "Unsupervised: hazy photos (the folders in the run record below; no haze parameters are read) "
+    "and, where the run record lists them, unpaired clear photos (never the ground truth of an "
+    "evaluation pair). Pseudo-pairs supervise the optical depth and the airlight in absolute "
+    "terms: crops of the hazy photos dehazed by the prior and hazed again, and crops of the clear "
+    "photos hazed with a known transmission and airlight, a share of them left haze-free. The "
+    "validation splits of paired sets only choose the checkpoint and the recipe's settings "
+    "(held-out splits choose nothing)."
 )
 
 
@@ -65,11 +68,24 @@ def _num(v: Any, fmt: str = ".4f") -> str:
     return "n/a" if v is None else f"{float(v):{fmt}}"
 
 
+def _short(paths: Any, root: str) -> list[str]:
+    """Data folders as ``DATA/…`` below their common folder: where the data lay on the machine
+    that trained is no part of the recipe (and may be a private path)."""
+    if isinstance(paths, str):
+        paths = [paths]
+    if not root:
+        return [str(p) for p in paths]
+    return [str(p) if str(p) == "builtin" else "DATA/" + os.path.relpath(os.path.abspath(str(p)), root)
+            for p in paths]
+
+
 def _run_record(ck: dict[str, Any], checkpoint: str) -> str:
     rec = ck.get("record") or {}
     best = ck.get("best") or {}
     cfg = ck.get("train_config", {})
     hist = ck.get("history") or []
+    folders = [os.path.abspath(str(p)) for p in [*rec.get("data", []), *(rec.get("val_pairs") or [])] if p]
+    root = os.path.commonpath(folders) if len(folders) > 1 else ""
     run_json = Path(checkpoint).parent / "run.json"
     run_line = []
     if run_json.is_file():  # the finished run: its full length and validation history
@@ -86,10 +102,11 @@ def _run_record(ck: dict[str, Any], checkpoint: str) -> str:
         *run_line,
         f"- selection: {best.get('measure', 'n/a')} = {_num(best.get('value'))} at step "
         f"{best.get('step', 'n/a')}" if best else "- selection: none recorded",
-        f"- training data: {', '.join(rec.get('data', [])) or 'n/a'} "
+        f"- training data: {', '.join(_short(rec.get('data', []), root)) or 'n/a'} "
         f"({rec.get('n_train_images', '?')} train / {rec.get('n_val_images', '?')} validation images, "
         "70/30 split by path hash)",
-        f"- validation pairs: {rec.get('val_pairs') or 'none'} "
+        f"- clear photos: {', '.join(_short(rec.get('clear') or [], root)) or 'none'}",
+        f"- validation pairs: {', '.join(_short(rec.get('val_pairs') or [], root)) or 'none'} "
         f"({rec.get('n_val_pairs', 0)} pairs, ids {rec.get('val_ids_file') or 'all'})",
         f"- optimisation: {json.dumps(cfg.get('optim', {}))}",
         f"- losses: {json.dumps(cfg.get('loss', {}))}",
@@ -100,7 +117,7 @@ def _run_record(ck: dict[str, Any], checkpoint: str) -> str:
         "",
     ]
     if hist:
-        keys = [k for k in ("val/psnr", "val/ssim", "val/pseudo_total") if k in hist[0]]
+        keys = [k for k in ("val/psnr", "val/ssim", "val/haze_free", "val/pseudo_total") if k in hist[0]]
         lines += ["Validation history (EMA weights):", "", "| step | " + " | ".join(keys) + " |",
                   "|---" * (len(keys) + 1) + "|"]
         lines += [f"| {h['step']} | " + " | ".join(_num(h[k]) for k in keys) + " |" for h in hist]

@@ -304,7 +304,7 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
     clear_crops = None
     if cfg.pseudo.clear_batch > 0:
         clear_crops = ClearCrops(clear_photos, cfg.data.crop_size or cfg.model.working_size,
-                                 cfg.data.clear_crop_range)
+                                 cfg.data.clear_crop_range, cfg.data.clear_contrast)
     loader = DataLoader(
         dataset, batch_sampler=StepSampler(o.batch_size, start_step, last_step, rank, world),
         num_workers=cfg.data.num_workers,

@@ -91,6 +91,15 @@ def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
         )
 
 
+def _looks_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length that fits the file, then '{'.
+    Checked first, since its length's low byte is 0x80 (a pickle's first byte) in 1 file of 256."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n <= size - 8 and head[8:9] == b"{"
+
+
 def _looks_pickled(head: bytes) -> bool:
     """Pickle protocol 2+ starts with 0x80; torch.save's zip format with 'PK'."""
     return head[:1] == b"\x80" or head[:2] == b"PK"
@@ -100,20 +109,21 @@ def read_metadata(path: Path) -> dict[str, str]:
     """Metadata of a safetensors file, with a clear error for anything else (pickles included)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        if _looks_pickled(head):
+        head = f.read(9)
+        if not _looks_safetensors(head, size) and _looks_pickled(head):
             raise WeightsError(
                 f"{path}: this is a pickle / torch.save checkpoint, which is refused because loading "
                 "it can run arbitrary code; convert it with weights.save_weights() to .safetensors"
             )
         if len(head) < 8:
             raise WeightsError(f"{path}: not a safetensors file (only {len(head)} bytes)")
-        n = int.from_bytes(head, "little")
+        n = int.from_bytes(head[:8], "little")
         if n <= 1 or n > min(100_000_000, size - 8):
             raise WeightsError(
                 f"{path}: not a safetensors file (or truncated); export weights as .safetensors"
             )
         try:
+            f.seek(8)
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise WeightsError(f"{path}: corrupt safetensors header ({exc})") from None
