@@ -160,7 +160,7 @@ def test_the_shipped_models_haze_amount_rises_with_beta() -> None:
     from napari_clearnet._sample_data import make_hazy
 
     clear, depth = _motorcycle()
-    d = engine.load_model("clearnet-default", device="cpu")
+    d = api.load_model("clearnet-default", device="cpu")
     estimated, true = [], []
     for beta in (0.5, 1.0, 1.5, 2.0, 2.5):
         hazy, t = make_hazy(clear, depth, beta)
@@ -177,7 +177,7 @@ def test_the_shipped_model_leaves_clear_photos_nearly_unchanged() -> None:
     from skimage import data
 
     clear, _ = _motorcycle()
-    d = engine.load_model("clearnet-default", device="cpu")
+    d = api.load_model("clearnet-default", device="cpu")
     for name, img in (("motorcycle", clear), ("rocket", data.rocket().astype(np.float32) / 255)):
         psnr = oracle.haze_free_psnr(d, img)
         assert psnr >= HAZE_FREE_PSNR, (name, psnr)

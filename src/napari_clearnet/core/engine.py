@@ -52,6 +52,10 @@ MAX_SOURCES = 500
 DEFAULT_SKY_PROTECTION = {"clearnet": 0.2, "dcp": 0.0}
 #: σ of the sky protection's flatness gate (see :func:`physics.sky_tolerance`), chosen with K
 SKY_SMOOTH = 0.02
+#: a frame whose reduced copy varies less than this (std over pixels and channels) holds no
+#: structure to read haze from (a lens cap, a white-out, a test card of one grey): t = 1 there, so
+#: it comes back unchanged instead of taking the airlight estimate's colour
+FLAT_STD = 1e-3
 
 
 
@@ -217,6 +221,9 @@ class Dehazer:
         e = est.estimate(lows, a_in)
         if smoothing > 0 and (a_fixed is None or est.has_scale):
             self._smooth(e, lows, prev, smoothing, a_fixed)
+        flat = lows.flatten(1).std(1) < FLAT_STD
+        if bool(flat.any()):  # no contrast, no haze to read: the frame comes back as it is
+            e.t[flat] = 1.0
         t = physics.sky_tolerance(physics.apply_strength(e.t, params.strength), lows, e.airlight,
                                   params.sky_protection, SKY_SMOOTH)
         for j, x in enumerate(xs):
