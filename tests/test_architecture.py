@@ -181,6 +181,9 @@ def test_errors_keep_the_builtin_classes_callers_catch():
     ("napari_clearnet.files", "read_tag", "napari_clearnet.batch.inputs"),
     ("napari_clearnet.video_out", "dehaze_video", "napari_clearnet.video.writer"),
     ("napari_clearnet.batch_plan", "BatchError", "napari_clearnet.errors"),
+    ("napari_clearnet._widgets", "DehazeWidget", "napari_clearnet._plugin.widgets.dehaze"),
+    ("napari_clearnet._widgets", "AirlightWidget", "napari_clearnet._plugin.widgets.airlight"),
+    ("napari_clearnet._widgets", "TransmissionWidget", "napari_clearnet._plugin.widgets.transmission"),
 ])
 def test_old_import_paths_still_work_with_a_deprecation_warning(old, name, new):
     module = importlib.import_module(old)
