@@ -12,19 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-
-
-def hazy(h: int = 64, w: int = 80, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    j = np.stack([(x % 17) / 17, (y % 13) / 13, ((x + y) % 11) / 11], -1) * 0.6 + 0.1
-    j += rng.random((h, w, 3)) * 0.1
-    t = np.exp(-1.5 * (1 - y / h))[..., None]
-    return (np.clip(j * t + 0.85 * (1 - t), 0, 1) * 255).round().astype(np.uint8)
-
-
-def frame_img(i: int, h: int = 64, w: int = 80) -> np.ndarray:
-    return np.ascontiguousarray(np.roll(hazy(max(h, 2), max(w, 2), i)[:h, :w], 2 * i, axis=1))
+from _gen import frame_img
 
 
 def which(img: np.ndarray, n: int = 40) -> int:

@@ -18,7 +18,7 @@ def hazy(h: int = 64, w: int = 80, seed: int = 0) -> np.ndarray:
     return (np.clip(j * t + 0.85 * (1 - t), 0, 1) * 255).round().astype(np.uint8)
 
 
-def frame_img(i: int, h: int, w: int) -> np.ndarray:
+def frame_img(i: int, h: int = 64, w: int = 80) -> np.ndarray:
     """Frame ``i`` of a generated clip: the photo of seed ``i`` rolled 2·i pixels."""
     return np.ascontiguousarray(np.roll(hazy(max(h, 2), max(w, 2), i)[:h, :w], 2 * i, axis=1))
 

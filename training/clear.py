@@ -23,7 +23,7 @@ import torch
 
 from napari_clearnet.core import physics
 
-from .data import find_hazy_images, load_rgb
+from .data import find_hazy_images, load_rgb, rgb01
 
 __all__ = ["BUILTIN", "ClearCrops", "builtin_photos", "load_clear_photos"]
 
@@ -33,25 +33,18 @@ _SKIMAGE = ("astronaut", "chelsea", "coffee")
 _SKLEARN = ("china.jpg", "flower.jpg")
 
 
-def _float(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype == np.uint8:
-        return img[..., :3].astype(np.float32) / 255.0
-    return np.clip(img[..., :3].astype(np.float32), 0.0, 1.0)
-
-
 def builtin_photos() -> list[tuple[str, np.ndarray]]:
     """(name, RGB float32 in [0, 1]) of the clear photos scikit-image and scikit-learn ship."""
     from skimage import data
 
-    out = [(f"skimage:{n}", _float(getattr(data, n)())) for n in _SKIMAGE]
+    out = [(f"skimage:{n}", rgb01(getattr(data, n)(), n)) for n in _SKIMAGE]
     try:
         from sklearn.datasets import load_sample_image
     except ImportError as exc:
         raise ValueError(
             "the builtin clear photos need scikit-learn (pip install -e '.[training]')"
         ) from exc
-    out += [(f"sklearn:{n}", _float(load_sample_image(n))) for n in _SKLEARN]
+    out += [(f"sklearn:{n}", rgb01(load_sample_image(n), n)) for n in _SKLEARN]
     return out
 
 

@@ -45,11 +45,17 @@ SUFFIXES = frozenset(io.IMAGE_SUFFIXES)
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image as float32 (H, W, 3) in [0, 1]: grey is repeated, alpha dropped."""
-    arr = arrays.to_float01(io.read_image(path))
+    return rgb01(io.read_image(path), path)
+
+
+def rgb01(image: np.ndarray, what: str | Path) -> np.ndarray:
+    """An image array as float32 (H, W, 3) in [0, 1]: grey is repeated, alpha dropped; ``what``
+    names it in the error."""
+    arr = arrays.to_float01(image)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"cannot use {path}: shape {arr.shape} is not grey, RGB or RGBA")
+        raise ValueError(f"cannot use {what}: shape {arr.shape} is not grey, RGB or RGBA")
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return np.ascontiguousarray(arr[..., :3])

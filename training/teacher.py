@@ -21,14 +21,13 @@ __all__ = ["load_teacher", "teacher_prior_fn"]
 
 def load_teacher(model: str, device: torch.device) -> tuple[ClearNet, str]:
     """(frozen network, sha256 of its file) of a weights file or registry name."""
-    from napari_clearnet.weights import DEFAULT_MODEL, build_model, read_weights, resolve, sha256_file
+    from napari_clearnet import weights
 
-    path, _ = resolve(model or DEFAULT_MODEL)
-    state, config, _ = read_weights(path)
-    net = build_model(state, config, source=str(path)).to(device).eval()
+    loaded = weights.load(model)
+    net = loaded.net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return net, sha256_file(path)
+    return net, loaded.sha256
 
 
 PriorFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

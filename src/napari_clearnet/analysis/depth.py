@@ -34,7 +34,7 @@ import torch
 
 from ..api import resolve_dehazer
 from ..core import physics
-from ..core.arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
+from ..core.arrays import as_array, describe_layout, frame, frame_rgb
 from ..core.engine import SKY_SMOOTH, Dehazer
 from ..core.options import DehazeOptions
 from ..core.run import DehazeResult, Progress, drive, run
@@ -116,7 +116,7 @@ class HazeDepth:
             if layout.n_frames != 1:
                 raise ValueError(f"image= is the one image of the result; this array holds "
                                  f"{layout.n_frames} frames (shape {tuple(np.shape(arr))})")
-            scaled = FrameScaler(arr, layout, value_range).scale([frames(arr, layout)[0]])[0]
+            scaled = frame(arr, 0, layout, value_range)
             rgb = frame_rgb(scaled, layout.channels)
             if rgb.shape[:2] != t.shape:
                 raise ValueError(f"image= has {rgb.shape[1]}×{rgb.shape[0]} pixels, the result's map "
@@ -234,7 +234,7 @@ def estimate(dehazer: Dehazer, image: Any, *, channel_axis: int | str | None = "
     if layout.n_frames != 1:
         raise ValueError(f"haze depth reads one image; this array holds {layout.n_frames} frames (shape "
                          f"{tuple(np.shape(image))}): pass one of them")
-    scaled = FrameScaler(image, layout, value_range).scale([frames(image, layout)[0]])[0]
+    scaled = frame(image, 0, layout, value_range)
     rgb = frame_rgb(scaled, layout.channels)
     own_t = DehazeOptions(channel_axis=-1, value_range=(0.0, 1.0), sky_protection=0.0, strength=1.0)
     res = yield from run(dehazer, rgb, own_t)
