@@ -94,6 +94,13 @@ def test_bench_clip_row_reports_end_to_end_beside_dehaze_only(capsys) -> None:
     assert (clip["frames"], clip["width"], clip["height"]) == (4, 64, 48) and "skipped" not in clip
     assert clip["end_to_end_fps"] > 0 and clip["dehaze_fps"] > 0
     assert clip["ratio"] == pytest.approx(clip["end_to_end_fps"] / clip["dehaze_fps"])
+    # issue 22: re-encoding alone beside it, the CPU time of each stage, the schedule's quality cost
+    assert clip["reencode_fps"] > 0
+    assert clip["vs_reencode"] == pytest.approx(clip["reencode_fps"] / clip["end_to_end_fps"])
+    assert set(clip["cpu_ms_per_frame"]) == {"decode", "network", "full_resolution", "encode"}
+    assert all(v > 0 for v in clip["cpu_ms_per_frame"].values())
+    q = clip["quality"]
+    assert q["every_1_psnr"] > q["hazy_psnr"] and q[f"every_{clip['network_every']}_psnr"] > q["hazy_psnr"]
     assert cli_main(["bench", "--clip", "0x64x48", "--video", "none"]) == 2
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from .._util.validate import check_number, option
 from ..choices import BIT_DEPTHS, FORMATS, METHODS
 from ..core.devices import pick_device
-from ..core.options import VIDEO_TEMPORAL_SMOOTHING, DehazeOptions
+from ..core.options import VIDEO_NETWORK_EVERY, VIDEO_TEMPORAL_SMOOTHING, DehazeOptions
 from ..errors import BatchError
 from ..video.writer import DEFAULT_CRF, DEFAULT_PRESET, Encoding
 
@@ -51,6 +51,8 @@ class BatchOptions:
     strength: float = 1.0
     #: steadies A and the haze amount along clips and stacks (None: 0.8 for clips, off for stacks)
     temporal_smoothing: float | None = None
+    #: along clips, run the network on every k-th frame (None: 4 for clips, every frame of stacks)
+    network_every: int | None = None
     #: write hazy | dehazed side by side in one image or frame (twice the width)
     side_by_side: bool = False
     #: H.264 quality of clips (0-51, lower is better) and x264 preset
@@ -62,14 +64,18 @@ class BatchOptions:
     worker_wait: float = 120.0
 
     def dehaze_options(self, *, clip: bool) -> DehazeOptions:
-        """The run options of one input (a clip's temporal smoothing defaults to
-        :data:`~napari_clearnet.core.options.VIDEO_TEMPORAL_SMOOTHING`, an image stack's to off)."""
+        """The run options of one input (a clip's temporal smoothing and network schedule default
+        to :data:`~napari_clearnet.core.options.VIDEO_TEMPORAL_SMOOTHING` and
+        :data:`~napari_clearnet.core.options.VIDEO_NETWORK_EVERY`, an image stack's to off and 1)."""
         smoothing = self.temporal_smoothing
         if smoothing is None:
             smoothing = VIDEO_TEMPORAL_SMOOTHING if clip else 0.0
+        every = self.network_every
+        if every is None:
+            every = VIDEO_NETWORK_EVERY if clip else 1
         return DehazeOptions(channel_axis=self.channel_axis, value_range=self.value_range,
                              sky_protection=self.sky_protection, strength=self.strength,
-                             temporal_smoothing=smoothing)
+                             temporal_smoothing=smoothing, network_every=every)
 
     def __post_init__(self) -> None:
         _one_of("method", self.method, METHODS)

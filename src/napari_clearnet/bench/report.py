@@ -71,11 +71,22 @@ def format_report(report: dict[str, Any], rows: bool = True) -> str:
     return "\n".join(lines)
 
 def format_clip(c: dict[str, Any]) -> str:
-    """One line for the terminal (and the docs)."""
-    what = ("skipped: {skipped}" if "skipped" in c else
-            "dehaze only {dehaze_fps:.2f} fps, end to end (decode, dehaze, encode) {end_to_end_fps:.2f} "
-            "fps = {percent:.0f} % (medians; fastest repeats {best_dehaze_fps:.2f} and "
-            "{best_end_to_end_fps:.2f} fps = {best:.0f} %); decoding alone {decode_fps:.0f} fps, "
-            "encoding alone {encode_fps:.1f} fps")
-    percent, best = 100 * c.get("ratio", 0), 100 * c.get("best_ratio", 0)
-    return "clip {frames}x{width}x{height} H.264: ".format(**c) + what.format(percent=percent, best=best, **c)
+    """The clip's lines for the terminal (and the docs)."""
+    head = "clip {frames}x{width}x{height} H.264: ".format(**c)
+    if "skipped" in c:
+        return head + "skipped: {skipped}".format(**c)
+    cpu = c["cpu_ms_per_frame"]
+    q = c["quality"]
+    lines = [
+        head + "re-encode only {reencode_fps:.1f} fps, dehaze only {dehaze_fps:.1f} fps, end to end "
+        "{end_to_end_fps:.1f} fps = {vs_reencode:.2f}x the re-encode's time (medians; fastest repeats "
+        "{best_vs_reencode:.2f}x)".format(**c),
+        "  CPU per frame: decode {:.1f} ms, network {:.1f} ms, full-resolution pass {:.1f} ms, encode "
+        "{:.1f} ms".format(cpu["decode"], cpu["network"], cpu["full_resolution"], cpu["encode"]),
+        "  quality (PSNR to the clear frames, haze and camera moving): hazy {:.2f} dB, network on every "
+        "frame {:.2f} dB, on every {}th {:.2f} dB ({:.1f} dB from every frame's output)".format(
+            q["hazy_psnr"], q["every_1_psnr"], c["network_every"],
+            q.get(f"every_{c['network_every']}_psnr", q["every_1_psnr"]),
+            q.get("schedule_vs_every_frame_psnr") or float("inf")),
+    ]
+    return "\n".join(lines)

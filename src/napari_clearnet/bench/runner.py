@@ -15,9 +15,7 @@ import json
 import math
 import os
 import platform
-import resource
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,10 @@ from .worker import run_worker
 __all__ = ["DEFAULT_SIZES", "format_markdown", "format_report", "machine_info", "run_benchmark", "shape_for"]
 
 DEFAULT_SIZES = (0.25, 1.0, 4.0, 12.0)
-METHODS = ("clearnet", "dcp", "original", "clearnet-bf16")
-#: what runs unless --methods says otherwise (clearnet-bf16: the opt-in bfloat16 network on CPU)
-DEFAULT_METHODS = ("clearnet", "dcp", "original")
+METHODS = ("clearnet", "clearnet-8bit", "dcp", "original", "clearnet-bf16")
+#: what runs unless --methods says otherwise (clearnet-8bit: an 8-bit photo to an 8-bit result,
+#: the fast path of JPEGs and video frames; clearnet-bf16: the opt-in bfloat16 network on CPU)
+DEFAULT_METHODS = ("clearnet", "clearnet-8bit", "dcp", "original")
 #: a clip: frames, height, width
 DEFAULT_VIDEO = (16, 360, 640)
 #: the original design is skipped where one run is estimated to take longer than this
@@ -74,97 +73,6 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
-
-
-# ----------------------------------------------------------------------------- worker side
-def _test_image(frames: int, height: int, width: int):
-    """A smooth synthetic hazy scene (float32, deterministic): content shapes the DCP's top-k and
-    the guided filter no more than any photo, and no data file is needed."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yy = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    xx = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
-    base = 0.35 + 0.3 * yy + 0.15 * np.sin(6 * xx) * np.array([1.0, 0.9, 0.8], np.float32)
-    out = np.empty((frames, height, width, 3), np.float32)
-    for i in range(frames):
-        out[i] = base + 0.05 * rng.random((height, width, 3), dtype=np.float32)
-    np.clip(out, 0, 1, out=out)
-    return out[0] if frames == 1 else out
-
-
-def _rss_mb() -> float:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def _worker(
-    method: str, frames: int, height: int, width: int, repeats: int, device: str, original: str
-) -> dict:
-    """Run one configuration in this (fresh) process and return its timings and memory."""
-    import numpy as np
-    import torch
-
-    from .. import api
-    from ..core import devices, physics
-
-    image = _test_image(frames, height, width)
-    if method == "original":
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("original_unet", original)
-        mod = importlib.util.module_from_spec(spec)
-        assert spec.loader is not None
-        spec.loader.exec_module(mod)
-        dev = devices.pick_device(device)
-        net = mod.OriginalAttentionUNet().to(dev).eval()
-
-        @torch.inference_mode()
-        def run() -> tuple[int, ...]:
-            stack = image if frames > 1 else image[None]
-            outs = []
-            for f in stack:  # one frame at a time, as its full-resolution activations are huge
-                x = torch.from_numpy(f).to(dev).permute(2, 0, 1)[None]
-                o = net(x)
-                outs.append(physics.recover(x, o["t"], o["airlight"]).permute(0, 2, 3, 1).cpu().numpy())
-            return outs[0].shape[1:] if frames == 1 else np.concatenate(outs).shape
-    else:
-        half = True if method == "clearnet-bf16" else None
-        dehazer = api.load_model(method=method.removesuffix("-bf16"), device=device, half=half)
-
-        def run() -> tuple[int, ...]:
-            return dehazer.dehaze(image).image.shape
-
-    from ..core import threads
-
-    baseline = _rss_mb()
-    shape = run()  # warm-up
-    times, cpu_times = [], []
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    chosen = threads.free_cores() if threads.enabled() and not device.startswith("cuda") else None
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t, c = time.perf_counter(), time.process_time()
-        run()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-        cpu_times.append(time.process_time() - c)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    peak = after.ru_maxrss / 1024  # KiB on Linux
-    res = {"times": times, "cpu_times": cpu_times, "output_shape": list(shape),
-           "input_shape": list(image.shape), "peak_rss_mb": peak, "baseline_rss_mb": baseline,
-           "threads": torch.get_num_threads(), "adaptive_threads": chosen,
-           # per run: page faults and system time (allocator churn shows here)
-           "minor_faults": (after.ru_minflt - before.ru_minflt) / repeats,
-           "system_seconds": (after.ru_stime - before.ru_stime) / repeats}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        res["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return res
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -434,7 +342,9 @@ def _check_output(output: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
-        print(json.dumps(_worker(*json.loads(argv[1]))))
+        from .worker import measure
+
+        print(json.dumps(measure(*json.loads(argv[1]))))
         return 0
     if argv[:1] == ["--clip-worker"]:
         from .video import clip_worker

@@ -162,6 +162,10 @@ def add_dehaze_parser(sub: argparse._SubParsersAction, run: Callable[[argparse.N
     video.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, metavar="NAME",
                    help=f"x264 speed/size preset of video outputs (default {DEFAULT_PRESET}): "
                         + ", ".join(PRESETS))
+    video.add_argument("--network-every", type=int, default=None, metavar="K",
+                   help="run the network on every K-th frame of a clip and reuse its haze amount and "
+                        "airlight correction on the frames between, each with its own transmission "
+                        "(default 4; 1 = every frame; a scene cut runs it at once)")
     video.add_argument("--damaged-frames", choices=("repeat", "stop"), default="repeat",
                    help="a clip's frame that cannot be decoded (a damaged packet): repeat the frame "
                         "before it and go on, with a note counting them (default), or stop that clip")

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
                 skip_existing=args.skip_existing, save_transmission=args.save_transmission,
                 save_airlight=args.save_airlight, sky_protection=args.sky_protection, quality=args.quality,
                 channel_axis=args.channel_axis, value_range=args.value_range, strength=args.strength,
-                temporal_smoothing=args.temporal_smoothing, side_by_side=args.side_by_side, crf=args.crf,
+                temporal_smoothing=args.temporal_smoothing, network_every=args.network_every,
+                side_by_side=args.side_by_side, crf=args.crf,
                 preset=args.preset, damaged_frames=args.damaged_frames, worker_wait=args.worker_wait,
             )
             progress = False if args.no_progress else None  # None: a bar on a terminal only

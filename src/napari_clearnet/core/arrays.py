@@ -316,21 +316,29 @@ def frame_rgb(frame: np.ndarray, channels: int) -> np.ndarray:
 
 
 def restore_layout(j: np.ndarray, image: Any, layout: Layout, value_range: Any = None) -> np.ndarray:
-    """Give the (n, H, W, 3) result ``j`` the input's layout: grey stays grey, alpha comes back
-    unchanged (scaled like the input's values), the channel axis goes back where it was."""
+    """Give the (n, H, W, 3) result ``j`` (float32, or uint8) the input's layout: grey stays grey,
+    alpha comes back unchanged (scaled like the input's values), the channel axis goes back where
+    it was."""
     fs, h, w = layout.frames_shape, layout.height, layout.width
+    eight = j.dtype == np.uint8  # output_dtype="uint8": grey and alpha rounded to 8 bits as J is
+    dtype = np.uint8 if eight else np.float32
+
     if layout.channels == 0:
         out = j.mean(-1).reshape((*fs, h, w))
+        out = (out + 0.5).astype(np.uint8) if eight else out
     elif layout.channels == 1:
         out = j.mean(-1, keepdims=True).reshape((*fs, h, w, 1))
+        out = (out + 0.5).astype(np.uint8) if eight else out
     elif layout.channels == 4:
         alpha = to_float01(np.asarray(channels_last(image, layout)[..., 3:4]), value_range)
+        if eight:
+            alpha = (alpha * 255.0 + 0.5).astype(np.uint8)
         out = np.concatenate([j.reshape((*fs, h, w, 3)), alpha.reshape((*fs, h, w, 1))], -1)
     else:
         out = j.reshape((*fs, h, w, 3))
     if layout.channel_axis is not None and layout.channel_axis != len(np.shape(image)) - 1:
         out = np.moveaxis(out, -1, layout.channel_axis)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=dtype)
 
 def to_float01(array: Any, value_range: Any = None, *, copy: bool = True) -> np.ndarray:
     """Convert pixel values to float32 in [0, 1] without touching the input.

@@ -57,16 +57,21 @@ def check_frame(image: np.ndarray, transmission: torch.Tensor, airlight: np.ndar
                 frame: torch.Tensor, index: int | None = None) -> None:
     """Raise :class:`ResultError` when a recovered frame cannot be right: A (3,) or the estimated
     t (at the method's working resolution, where any NaN starts) not finite, or J (H, W, 3) not
-    finite or flat although the input ``frame`` (its RGB in [0, 1]) is not.
+    finite or flat although the input ``frame`` (its RGB in [0, 1]; the working copy on the 8-bit
+    path) is not; J may be float in [0, 1] or uint8.
 
     Cheap: the full-resolution J is read on rows of :data:`SAMPLES` pixels in all, and in full only
     when those are flat (finite t and A on a finite input give a finite J, as t ≥ t0)."""
     where = "the result" if index is None else f"frame {index}: the result"
     a = np.asarray(airlight, np.float64)
     t_lo, t_hi = _min_max(transmission)
+    eight = image.dtype == np.uint8  # the 8-bit path's J: one step is FLAT
     j_lo, j_hi = _min_max(_sample(image))
-    if not j_hi - j_lo >= FLAT:  # looks flat (or NaN) on the rows read: read all of it
-        j_lo, j_hi = _min_max(image, large=True)
+    if not (j_hi - j_lo >= 1 if eight else j_hi - j_lo >= FLAT):  # looks flat (or NaN): read all of it
+        j_lo, j_hi = _min_max(image, large=not eight)
+    flat = j_hi - j_lo < 1 if eight else not j_hi - j_lo >= FLAT
+    if eight:
+        j_lo, j_hi = j_lo / 255, j_hi / 255
     bad = [name for name, ok in (("the airlight A", bool(np.isfinite(a).all())),
                                  ("the transmission t", math.isfinite(t_lo) and math.isfinite(t_hi)),
                                  ("the image J", math.isfinite(j_lo) and math.isfinite(j_hi))) if not ok]
@@ -75,7 +80,7 @@ def check_frame(image: np.ndarray, transmission: torch.Tensor, airlight: np.ndar
             f"{where} is not finite (NaN or infinite values in {', '.join(bad)}): the model "
             "overflowed, so its weights are not usable here (use other weights, or method='dcp')"
         )
-    if j_hi - j_lo < FLAT:
+    if flat:
         x_lo, x_hi = _min_max(frame, large=True)
         if x_hi - x_lo >= INPUT_SPREAD:
             tone = "black" if j_hi < FLAT else "white" if j_lo > 1 - FLAT else f"one grey ({j_lo:.3f})"

@@ -16,6 +16,7 @@ every front end drives :func:`napari_clearnet.core.run.run`, which drives :meth:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .._util.validate import (
     check_sky_protection,
 )
 from ..choices import METHODS
-from . import dcp, physics, threads
+from . import dcp, fused, physics, threads
 from .arrays import FrameScaler, as_array, describe_layout, frame_rgb, frames
 from .buffers import Buffers
 from .checks import check_frame
@@ -56,7 +57,10 @@ SKY_SMOOTH = 0.02
 #: structure to read haze from (a lens cap, a white-out, a test card of one grey): t = 1 there, so
 #: it comes back unchanged instead of taking the airlight estimate's colour
 FLAT_STD = 1e-3
-
+#: with ``network_every`` > 1, a frame whose working copy differs from the last one the network
+#: ran on by more than this (mean absolute difference, values in [0, 1]) is run again at once:
+#: a cut to another scene does not wait for the schedule
+SCENE_CHANGE = 0.08
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,22 @@ class _Params:
     sky_protection: float
     strip_pixels: int
     with_raw: bool
+    with_t: bool
+    uint8: bool
+    every: int
 
 
-#: the previous frame's (A, s), which temporal smoothing blends with
-_Previous = tuple[np.ndarray | None, float | None]
+@dataclass
+class _State:
+    """What a run carries from frame to frame: the previous frame's (A, s), which temporal
+    smoothing blends with, and the network's per-image heads and working copy of the last frame
+    it ran on (``network_every``)."""
+
+    airlight: np.ndarray | None = None
+    scale: float | None = None
+    heads: torch.Tensor | None = None
+    key_low: torch.Tensor | None = None
+
 
 
 def check_method(method: Any) -> str:
@@ -105,6 +121,10 @@ class Dehazer:
                                                sha256=sha256)
         #: the full-resolution pass's scratch, reused across strips and frames (one set per thread)
         self.buffers = Buffers()
+        #: set to a dict to have the CPU seconds of the process (all threads) added up by stage:
+        #: "network" (working copies, the estimate, smoothing) and "full_resolution" (recovery);
+        #: ``clearnet bench --clip`` reads it
+        self.stage_cpu: dict[str, float] | None = None
 
     @property
     def method(self) -> str:
@@ -171,7 +191,8 @@ class Dehazer:
         params = _Params(
             t0=self.estimator.recovery_t0(opts.t0), strength=opts.strength,
             sky_protection=self.resolve_sky(opts.sky_protection), with_raw=opts.with_raw,
-            strip_pixels=opts.strip_pixels,
+            strip_pixels=opts.strip_pixels, with_t=opts.with_transmission or out is not None,
+            uint8=opts.output_dtype == "uint8", every=opts.network_every,
         )
         a_fixed = None if opts.airlight is None else np.asarray(opts.airlight, np.float32)
         # one range for the whole array (every frame, alpha excluded): a stack never gets two scales
@@ -180,18 +201,29 @@ class Dehazer:
         n = layout.n_frames
         k = max(1, min(batch_size, BATCH_PIXELS // max(1, layout.height * layout.width),
                        self.estimator.max_batch or batch_size))
-        prev: _Previous = (None, None)
+        state = _State()
+        eight = params.uint8 and self._eight_bit(scaler, layout)
         for start in range(0, n, k):
             idx = range(start, min(n, start + k))
             with self._threads():  # counted again per batch: the load of other programs comes and goes
-                scaled = scaler.scale([stack[i] for i in idx], idx[0])
-                rgbs = [frame_rgb(f, layout.channels) for f in scaled]
+                if eight:  # 8-bit RGB to 8-bit: the frames as they are, no float copy
+                    inputs = [np.ascontiguousarray(np.asarray(stack[i])[..., :3]) for i in idx]
+                else:
+                    scaled = scaler.scale([stack[i] for i in idx], idx[0])
+                    inputs = [frame_rgb(f, layout.channels) for f in scaled]
                 slots = [None if out is None else (out[0][i], out[1][i]) for i in idx]
-                batch = self._batch(rgbs, a_fixed, prev, smoothing, params, slots, start if n > 1 else None)
+                batch = self._batch(inputs, eight, a_fixed, state, smoothing, params, slots, start, n > 1)
                 for i, res in zip(idx, batch, strict=True):
                     res.value_range = scaler.range
-                    prev = (res.airlight, res.scale)
+                    state.airlight, state.scale = res.airlight, res.scale
                     yield i, n, res
+
+    def _eight_bit(self, scaler: FrameScaler, layout: Any) -> bool:
+        """Whether a run's frames take the fast 8-bit path (:mod:`.fused`): 8-bit RGB(A) read on
+        its full range, ClearNet on the CPU, and the compiled kernels here."""
+        return (scaler.dtype == np.uint8 and scaler.range == (0.0, 255.0) and layout.channels in (3, 4)
+                and self.device.type == "cpu" and hasattr(self.estimator, "guided_wide")
+                and fused.available())
 
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
         """(1, 3, H, W) channels-last view of an (H, W, 3) float32 frame; pinned + async on CUDA."""
@@ -204,52 +236,133 @@ class Dehazer:
 
     @torch.inference_mode()
     def _batch(
-        self, rgbs: list[np.ndarray], a_fixed: np.ndarray | None, prev: _Previous, smoothing: float,
-        params: _Params, slots: list[tuple[np.ndarray, np.ndarray] | None], first: int | None = None,
+        self, inputs: list[np.ndarray], eight: bool, a_fixed: np.ndarray | None, state: _State,
+        smoothing: float, params: _Params, slots: list[tuple[np.ndarray, np.ndarray] | None], start: int,
+        numbered: bool,
     ) -> Iterator[FrameResult]:
         """Estimate a batch of same-size frames, smooth A and s, adjust t, recover each frame and
-        check it (:func:`~napari_clearnet.checks.check_frame`; ``first``: the batch's first frame
-        index, for messages)."""
+        check it (:func:`~napari_clearnet.checks.check_frame`). ``inputs`` are (H, W, 3) float32
+        frames in [0, 1], or uint8 ones with ``eight`` (the 8-bit path); ``start`` is the batch's
+        first frame index (for the network's schedule and, if ``numbered``, messages)."""
         est = self.estimator
-        xs = [self._to_device(rgb) for rgb in rgbs]
-        lows_list = [est.reduce(x) for x in xs]
+        clock = self.stage_cpu
+        tick = time.process_time() if clock is not None else 0.0
+        threads_now = torch.get_num_threads()
+        if eight:
+            xs = [torch.from_numpy(f) for f in inputs]  # (H, W, 3) uint8, only read
+            lows_list = [torch.from_numpy(fused.reduce(f, est.working_shape(*f.shape[:2]), threads_now))
+                         .permute(2, 0, 1)[None] for f in inputs]
+        else:
+            xs = [self._to_device(rgb) for rgb in inputs]
+            lows_list = [est.reduce(x) for x in xs]
         lows = lows_list[0] if len(xs) == 1 else torch.cat(lows_list)
         a_in = None
         if a_fixed is not None:  # a real (m, 3) tensor, not an expand()ed view: smoothing writes rows
             a_in = torch.as_tensor(a_fixed, dtype=torch.float32, device=self.device).reshape(1, 3)
             a_in = a_in.repeat(len(xs), 1)
-        e = est.estimate(lows, a_in)
+        e = self._scheduled(lows, a_in, start, params.every, state)
         if smoothing > 0 and (a_fixed is None or est.has_scale):
-            self._smooth(e, lows, prev, smoothing, a_fixed)
+            self._smooth(e, lows, state, smoothing, a_fixed)
         flat = lows.flatten(1).std(1) < FLAT_STD
         if bool(flat.any()):  # no contrast, no haze to read: the frame comes back as it is
             e.t[flat] = 1.0
         t = physics.sky_tolerance(physics.apply_strength(e.t, params.strength), lows, e.airlight,
                                   params.sky_protection, SKY_SMOOTH)
+        if clock is not None:
+            clock["network"] = clock.get("network", 0.0) + time.process_time() - tick
         for j, x in enumerate(xs):
             s = slice(j, j + 1)
-            rows = est.rows_at_full_resolution(lows[s], t[s], tuple(x.shape[-2:]), self.buffers)
-            j_out, t_out = recover_frame(x, rows, e.airlight[s], params.t0, params.strip_pixels, slots[j],
-                                         self.buffers)
+            tick = time.process_time() if clock is not None else 0.0
+            if eight:
+                j_out, t_out = self._recover_eight(inputs[j], lows[s], t[s], e.airlight[j], params, slots[j],
+                                                   threads_now)
+            else:
+                j_out, t_out = self._recover_float(x, lows[s], t[s], e.airlight[s], params, slots[j])
             raw = None
             if params.with_raw:
-                raw = physics.resize(e.t_raw[s], tuple(x.shape[-2:]))[0, 0].clamp(0, 1).cpu().numpy()
+                raw = physics.resize(e.t_raw[s], tuple(j_out.shape[:2]))[0, 0].clamp(0, 1).cpu().numpy()
             res = FrameResult(j_out, t_out, e.airlight[j].cpu().numpy().astype(np.float32), raw)
-            check_frame(j_out, t[s], res.airlight, x, None if first is None else first + j)
+            check_frame(j_out, t[s], res.airlight, lows[s] if eight else x, start + j if numbered else None)
             res.scale = None if e.scale is None else float(e.scale[j])
             res.sources = None if e.sources is None else self._sources(e.sources[j], lows.shape[-2:],
-                                                                       x.shape[-2:])
+                                                                       j_out.shape[:2])
+            if clock is not None:
+                clock["full_resolution"] = clock.get("full_resolution", 0.0) + time.process_time() - tick
             yield res
+
+    def _recover_float(self, x: torch.Tensor, low: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor,
+                       params: _Params, slot: tuple[np.ndarray, np.ndarray] | None,
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """J and t of one float frame (strips of rows, :func:`~.recovery.recover_frame`); J as
+        uint8 when the run asks for it."""
+        rows = self.estimator.rows_at_full_resolution(low, t, tuple(x.shape[-2:]), self.buffers)
+        into = slot
+        if slot is not None and slot[0].dtype != np.float32:  # a uint8 result: float J goes to scratch
+            into = (np.empty(slot[0].shape, np.float32), slot[1])
+        j_out, t_out = recover_frame(x, rows, airlight, params.t0, params.strip_pixels, into, self.buffers)
+        if params.uint8:
+            j8 = fused.to_uint8(j_out, torch.get_num_threads())
+            if slot is not None:
+                slot[0][...] = j8
+                j8 = slot[0]
+            j_out = j8
+        return j_out, (t_out if params.with_t else None)
+
+    def _recover_eight(self, frame: np.ndarray, low: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor,
+                       params: _Params, slot: tuple[np.ndarray, np.ndarray] | None, threads_now: int,
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """J (uint8) and t of one uint8 frame in one pass (:func:`~.fused.recover`)."""
+        est = self.estimator
+        wide = est.guided_wide(low, t, frame.shape[1])[0].numpy()
+        j_out, t_out = fused.recover(
+            frame, wide, airlight.numpy(), params.t0, est.t_floor, with_t=params.with_t, threads=threads_now,
+            out=None if slot is None else slot[0], t_out=None if slot is None else slot[1])
+        return j_out, t_out
+
+    def _scheduled(self, lows: torch.Tensor, a_in: torch.Tensor | None, start: int, every: int,
+                   state: _State) -> Estimate:
+        """The estimate of a batch, the network running on every ``every``-th frame (and on a
+        frame that differs from the last one it ran on by more than :data:`SCENE_CHANGE`); the
+        frames between reuse that frame's per-image heads (haze amount, airlight correction)
+        with their own prior."""
+        est = self.estimator
+        n = lows.shape[0]
+        if every <= 1 or not est.has_scale:
+            return est.estimate(lows, a_in)
+        key, heads_of = [], []
+        for j in range(n):
+            changed = state.key_low is None or state.key_low.shape != lows[j].shape or float(
+                (lows[j] - state.key_low).abs().mean()) > SCENE_CHANGE
+            if (start + j) % every == 0 or changed:
+                key.append(j)
+                state.key_low = lows[j]
+            heads_of.append(len(key) - 1)  # the key frame (of this batch) frame j follows; -1: an earlier one
+
+        def pick(rows: list[int]) -> torch.Tensor | None:
+            return None if a_in is None else a_in[rows]
+
+        parts = []
+        e_key = None
+        if key:
+            e_key = est.estimate(lows[key] if len(key) < n else lows, pick(key))
+            parts.append((key, e_key))
+        rest = [j for j in range(n) if j not in key]
+        if rest:
+            heads = torch.stack([state.heads if heads_of[j] < 0 else e_key.heads[heads_of[j]] for j in rest])
+            parts.append((rest, est.estimate(lows[rest], pick(rest), heads=heads)))
+        if e_key is not None:
+            state.heads = e_key.heads[-1]
+        return parts[0][1] if len(parts) == 1 else Estimate.join(parts, n)
 
     def _threads(self) -> AbstractContextManager[Any]:
         """On the CPU, one torch thread per core other programs leave free (:mod:`.threads`)."""
         return threads.adapted() if self.device.type == "cpu" else nullcontext()
 
-    def _smooth(self, e: Estimate, lows: torch.Tensor, prev: _Previous, smoothing: float,
+    def _smooth(self, e: Estimate, lows: torch.Tensor, state: _State, smoothing: float,
                 a_fixed: np.ndarray | None) -> None:
         """Blend each frame's A and s with the previous frame's (a fixed A stays fixed; the DCP has
         no s) and estimate again, with the blended values, the frames that had a previous one."""
-        a_prev, s_prev = prev
+        a_prev, s_prev = state.airlight, state.scale
         a_now = e.airlight.cpu().numpy()
         s_now = None if e.scale is None else e.scale.cpu().numpy()
         redo, a_use, s_use = [], [], []

@@ -50,6 +50,8 @@ class Estimate:
     t_raw: torch.Tensor
     scale: torch.Tensor | None
     sources: torch.Tensor | None
+    #: ClearNet's per-image heads (B, 4), which a later frame may reuse (None for the DCP)
+    heads: torch.Tensor | None = None
 
     def update(self, rows: list[int], other: Estimate) -> None:
         """Take ``other`` (the estimate of frames ``rows`` again, with a given A and s) for those
@@ -57,6 +59,23 @@ class Estimate:
         self.t[rows], self.airlight[rows], self.t_raw[rows] = other.t, other.airlight, other.t_raw
         if self.scale is not None and other.scale is not None:
             self.scale[rows] = other.scale
+
+    @staticmethod
+    def join(parts: list[tuple[list[int], Estimate]], n: int) -> Estimate:
+        """One estimate of ``n`` frames from estimates of some of them (``(rows, estimate)``)."""
+
+        def put(name: str) -> torch.Tensor | None:
+            values = [getattr(e, name) for _, e in parts]
+            if any(v is None for v in values):
+                return None
+            out = values[0].new_empty((n, *values[0].shape[1:]))
+            for (rows, _), v in zip(parts, values, strict=True):
+                out[rows] = v
+            return out
+
+        t, a, raw = put("t"), put("airlight"), put("t_raw")
+        assert t is not None and a is not None and raw is not None
+        return Estimate(t, a, raw, put("scale"), put("sources"), put("heads"))
 
 
 class Estimator(ABC):
@@ -81,10 +100,13 @@ class Estimator(ABC):
 
     @abstractmethod
     def estimate(
-        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+        heads: torch.Tensor | None = None,
     ) -> Estimate:
         """The estimate of a (B, 3, h, w) batch at working resolution; ``airlight`` (B, 3) and
-        ``scale`` (B,) replace the estimated A and s."""
+        ``scale`` (B,) replace the estimated A and s; ``heads`` (B, 4) are an earlier frame's
+        :attr:`Estimate.heads`, reused instead of running the network (methods without a network
+        ignore them)."""
 
     @abstractmethod
     def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int],
@@ -137,14 +159,23 @@ class ClearNetEstimator(Estimator):
 
     @torch.inference_mode()
     def estimate(
-        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+        heads: torch.Tensor | None = None,
     ) -> Estimate:
         x = low.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.half):
-            out = self.net(x, airlight, scale)
+            out = self.net(x, airlight, scale, heads)
         # the network's A starts from its prior's rule on this copy: these are that rule's pixels
         return Estimate(out["t"].float(), out["airlight"].float(), out["t_prior"].float(),
-                        out["scale"].float(), out.get("sources"))
+                        out["scale"].float(), out.get("sources"), out["heads"].float())
+
+    def guided_wide(self, low: torch.Tensor, t: torch.Tensor, width: int) -> torch.Tensor:
+        """The fast guided upsampling's coefficients (a, b) of one frame, (1, 2, h, ``width``):
+        computed at working resolution and widened to the frame's width once; each full-resolution
+        row interpolates them along the height and applies ``t = a * grey(I) + b``."""
+        cfg = self.model.config
+        ca, cb = physics.fast_guided_coefficients(low, t, cfg.upsample_radius, cfg.upsample_eps)
+        return physics.widen(torch.cat([ca, cb], 1), width)
 
     def rows_at_full_resolution(self, low: torch.Tensor, t: torch.Tensor, size: tuple[int, int],
                                 buffers: Buffers | None = None) -> RowsFn:
@@ -152,8 +183,7 @@ class ClearNetEstimator(Estimator):
         the frame's width once, then interpolated exactly per band of rows (no seams) and applied
         to the full-resolution grey image."""
         cfg = self.model.config
-        ca, cb = physics.fast_guided_coefficients(low, t, cfg.upsample_radius, cfg.upsample_eps)
-        wide = physics.widen(torch.cat([ca, cb], 1), size[1])  # (1, 2, h, W)
+        wide = self.guided_wide(low, t, size[1])  # (1, 2, h, W)
         work = buffers or Buffers()
 
         def rows(frame_rows: torch.Tensor, r0: int, r1: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -189,7 +219,8 @@ class DCPEstimator(Estimator):
 
     @torch.inference_mode()
     def estimate(
-        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+        self, low: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+        heads: torch.Tensor | None = None,
     ) -> Estimate:
         t_raw, t, a, sources = dcp.estimate_with_sources(low, self.params, airlight)
         return Estimate(t, a, t_raw, None, sources)

@@ -194,16 +194,52 @@ class ClearNet(nn.Module):
         return dcp.estimate_with_sources(image.float(), self.config.prior, airlight)
 
     def forward(
-        self, image: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+        self, image: torch.Tensor, airlight: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+        heads: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``airlight`` (B, 3) and ``scale`` (B,) replace the predicted A and haze amount (the
-        engine's temporal smoothing passes both in)."""
+        engine's temporal smoothing passes both in). ``heads`` (B, 4) are the per-image heads'
+        outputs of an earlier frame (``out["heads"]``), used instead of running the trunk: a video
+        frame between two the network ran on. Without a per-pixel correction (as the shipped
+        model) the trunk is not run when its outputs are not used, with the same numbers."""
         cfg = self.config
         with torch.no_grad():
             _, t_prior, a_prior, sources = self.prior_with_sources(image, airlight)
         t_prior = t_prior.clamp(cfg.t_min, 1.0)
         x = torch.cat([image, t_prior.to(image.dtype)], 1)
         depth_prior = -torch.log(t_prior.float())
+        trunk = self.training or self.has_residual() or (
+            heads is None and (airlight is None or scale is None))
+        if trunk:
+            residual, g = self._trunk(x, depth_prior)
+        else:  # the per-image numbers come from ``heads`` or are replaced: no convolution needed
+            residual = 0.0
+            g = heads.float() if heads is not None else torch.zeros(x.shape[0], 4, device=x.device)
+        lo, hi = cfg.log_scale_bounds
+        if scale is not None:
+            log_scale = torch.log(scale.float().reshape(-1).clamp(min=1e-6)).clamp(lo, hi)
+        else:
+            log_scale = bounded(g[:, 0], lo, hi)
+        depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
+        t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
+        if airlight is not None:
+            a = a_prior.float()
+        else:
+            a = (a_prior.float() + cfg.airlight_range * torch.tanh(g[:, 1:4])).clamp(0.05, 1.0)
+        return {
+            "t": t,
+            "airlight": a,
+            "t_prior": t_prior.float(),
+            "airlight_prior": a_prior.float(),
+            "scale": torch.exp(log_scale),
+            "heads": g,
+            **({} if sources is None else {"sources": sources}),
+        }
+
+    def _trunk(self, x: torch.Tensor, depth_prior: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor]:
+        """The U-Net on the input and prior t ``x``: the per-pixel depth correction (0.0 when the
+        model has none and is not training) and the per-image heads' outputs (B, 4)."""
+        cfg = self.config
         stats = self.image_stats(x.float(), depth_prior)
         h, w = x.shape[-2:]
         m = self.multiple
@@ -224,26 +260,7 @@ class ClearNet(nn.Module):
             residual = self.t_head(y)[..., :h, :w].float()
             residual = cfg.max_residual * torch.tanh(residual / cfg.max_residual)
         pooled = torch.cat([bottleneck.mean((2, 3)).float(), bottleneck.amax((2, 3)).float(), stats], 1)
-        g = self.global_head(pooled.to(bottleneck.dtype)).float()
-        lo, hi = cfg.log_scale_bounds
-        if scale is not None:
-            log_scale = torch.log(scale.float().reshape(-1).clamp(min=1e-6)).clamp(lo, hi)
-        else:
-            log_scale = bounded(g[:, 0], lo, hi)
-        depth = depth_prior * torch.exp(log_scale.reshape(-1, 1, 1, 1) + residual)
-        t = torch.exp(-depth).clamp(cfg.t_min, 1.0)
-        if airlight is not None:
-            a = a_prior.float()
-        else:
-            a = (a_prior.float() + cfg.airlight_range * torch.tanh(g[:, 1:4])).clamp(0.05, 1.0)
-        return {
-            "t": t,
-            "airlight": a,
-            "t_prior": t_prior.float(),
-            "airlight_prior": a_prior.float(),
-            "scale": torch.exp(log_scale),
-            **({} if sources is None else {"sources": sources}),
-        }
+        return residual, self.global_head(pooled.to(bottleneck.dtype)).float()
 
     def working_shape(self, height: int, width: int) -> tuple[int, int]:
         """Shape of the reduced copy: long side ``working_size``, never upsampled."""

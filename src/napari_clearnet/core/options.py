@@ -22,7 +22,8 @@ from .._util.validate import (
 )
 from .values import check_value_range
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_STRIP_PIXELS", "VIDEO_TEMPORAL_SMOOTHING", "DehazeOptions"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_STRIP_PIXELS", "VIDEO_NETWORK_EVERY", "VIDEO_TEMPORAL_SMOOTHING",
+           "DehazeOptions"]
 
 #: pixels per strip of the full-resolution pass at most (``strip_pixels``); bounds peak memory
 DEFAULT_STRIP_PIXELS = 4_000_000
@@ -30,6 +31,12 @@ DEFAULT_STRIP_PIXELS = 4_000_000
 DEFAULT_BATCH_SIZE = 8
 #: temporal smoothing of clips unless told otherwise (about 5 frames); image stacks default to off
 VIDEO_TEMPORAL_SMOOTHING = 0.8
+#: along a clip the network runs on every k-th frame unless told otherwise; the frames between reuse
+#: its haze amount and airlight correction with their own prior (docs/benchmarks.md: the quality
+#: cost on a clip with moving haze and a moving camera)
+VIDEO_NETWORK_EVERY = 4
+#: the dehazed image's types: float32 in [0, 1], or uint8 rounded
+OUTPUT_DTYPES = ("float32", "uint8")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,18 @@ class DehazeOptions:
         Add the method's raw t to the result.
     with_sources : bool, default False
         Add the pixels A was taken from.
+    output_dtype : {"float32", "uint8"}, default "float32"
+        The dehazed image's type: float32 in [0, 1], or uint8 rounded (what 8-bit files and video
+        hold). 8-bit RGB input with "uint8" output takes the fast 8-bit path (one pass over the
+        pixels, :mod:`napari_clearnet.core.fused`), the same numbers rounded.
+    network_every : int, default 1
+        Along a stack, run the network on every k-th frame only and reuse its per-image haze
+        amount and airlight correction on the frames between (the transmission is still computed
+        on every frame from that frame's own prior): haze changes slowly, and temporal smoothing
+        blends these numbers anyway. 1 = every frame.
+    with_transmission : bool, default True
+        Compute the full-resolution t; False leaves ``transmission`` out of streamed frames
+        (writers that keep only J skip that work).
 
     Raises
     ------
@@ -85,6 +104,9 @@ class DehazeOptions:
     strength: float = 1.0
     with_raw: bool = False
     with_sources: bool = False
+    output_dtype: str = "float32"
+    network_every: int = 1
+    with_transmission: bool = True
 
     def __post_init__(self) -> None:
         ca = self.channel_axis
@@ -103,7 +125,13 @@ class DehazeOptions:
             "strength": check_strength(self.strength),
             "with_raw": bool(self.with_raw),
             "with_sources": bool(self.with_sources),
+            "network_every": check_number(self.network_every, option("network_every"), "[1, inf)",
+                                          integer=True),
+            "with_transmission": bool(self.with_transmission),
         }
+        if self.output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"{option('output_dtype')} must be one of {', '.join(OUTPUT_DTYPES)}, "
+                             f"got {self.output_dtype!r}")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["adapted", "busy_cores", "enabled", "free_cores"]
+__all__ = ["adapted", "busy_cores", "capped", "enabled", "free_cores"]
 
 #: torch's own default when this module was imported (before anyone could change it)
 _DEFAULT = torch.get_num_threads()
@@ -35,6 +35,8 @@ _LOCK = threading.Lock()
 _state: dict[str, int] = {"depth": 0, "ours": 0, "before": 0, "managed": 0}
 #: samples of the run queue per decision
 SAMPLES = 3
+#: at most this many threads while a :func:`capped` block is open (None: no cap)
+_cap: list[int] = []
 
 
 def enabled() -> bool:
@@ -98,7 +100,21 @@ def free_cores() -> int:
     busy, between 1 and torch's default."""
     busy = busy_cores()
     free = _cores() - (busy or 0)
-    return max(1, min(_DEFAULT, free))
+    return max(1, min(_DEFAULT, free, *_cap))
+
+
+@contextmanager
+def capped(n: int) -> Iterator[None]:
+    """At most ``n`` threads for the engine's work inside the block (where the count is managed):
+    a video run leaves the encoder's cores to the encoder, whose threads :func:`busy_cores` does
+    not count (they are this process's own)."""
+    with _LOCK:
+        _cap.append(max(1, int(n)))
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _cap.remove(max(1, int(n)))
 
 
 @contextmanager

@@ -247,7 +247,8 @@ def write_image(
     provenance: Any = None,
     value_range: tuple[float, float] | None = None,
 ) -> Path:
-    """Write a float image in [0, 1] atomically; refuse to replace an existing file unless asked,
+    """Write a float image in [0, 1] (or a uint8 one, written as it is at 8 bits) atomically;
+    refuse to replace an existing file unless asked,
     and never the input it was made from (``source``, or a file with the ``source_fingerprint``),
     even when asked.
 
@@ -268,14 +269,19 @@ def write_image(
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int)
                                 or not 1 <= quality <= 100):
         raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    img = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
     suffix = path.suffix.lower()
     top = 65535.0 if bit_depth == 16 else 255.0
     lo, hi = (0.0, top) if value_range is None else (float(value_range[0]), float(value_range[1]))
     if not (0 <= lo < hi <= top):
         raise ValueError(f"value_range must be LOW,HIGH with 0 <= LOW < HIGH <= {top:g} for "
                          f"{bit_depth}-bit output, got {value_range}")
-    if bit_depth == 16:
+    eight = np.asarray(image).dtype == np.uint8  # already rounded (output_dtype="uint8")
+    img = None if eight else np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
+    if eight and (bit_depth != 8 or value_range is not None):
+        img = np.asarray(image, np.float32) / np.float32(255)
+    if img is None:
+        data = np.asarray(image)
+    elif bit_depth == 16:
         if suffix not in (".png", ".tif", ".tiff"):
             raise ValueError(f"16-bit output needs .png or .tif, not {suffix!r}")
         data = np.round(lo + img * (hi - lo)).astype(np.uint16)

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .._util.validate import check_number, option
-from ..core.options import VIDEO_TEMPORAL_SMOOTHING, DehazeOptions
+from ..core.fused import to_uint8
+from ..core.options import VIDEO_NETWORK_EVERY, VIDEO_TEMPORAL_SMOOTHING, DehazeOptions
 from ..errors import ClearNetError
 from .reader import ClipInfo, VideoReader, lazy
 
@@ -58,6 +59,13 @@ def check_encodable(source: str | os.PathLike, width: int, height: int, side_by_
                          "first")
 
 
+def encoder_threads() -> int:
+    """x264's threads: half the cores. The encoder thread is the parallelism on a small machine:
+    x264's own threads there cost a quarter more CPU per frame, which the dehazing would miss
+    (docs/video.md); the engine gets the other half (:func:`dehaze_video`)."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def output_suffix(source: str | os.PathLike) -> str:
     """The container a dehazed clip of ``source`` is written in."""
     s = Path(source).suffix.lower()
@@ -77,24 +85,11 @@ class Encoding:
             raise ValueError(f"{option('preset')} must be one of {', '.join(PRESETS)}, got {self.preset!r}")
 
 
-def _to_uint8(x: np.ndarray, rows: int = 32) -> np.ndarray:
-    """Float [0, 1] to uint8 (rounded) in strips of rows: a cache-sized temporary instead of two
-    frame-sized ones, three times faster on a 1080p frame."""
-    out = np.empty(x.shape, np.uint8)
-    tmp = np.empty((rows, *x.shape[1:]), np.float32)
-    for r in range(0, x.shape[0], rows):
-        t = tmp[: min(rows, x.shape[0] - r)]
-        np.multiply(x[r:r + rows], np.float32(255), out=t)
-        t += np.float32(0.5)
-        np.copyto(out[r:r + rows], t, casting="unsafe")
-    return out
-
-
 def _rgb8(parts: Sequence[np.ndarray]) -> np.ndarray:
     """Frames side by side as one (H, W, 3) uint8: floats in [0, 1] are rounded, grey is repeated."""
     out = []
     for p in parts:
-        p = p if p.dtype == np.uint8 else _to_uint8(p)
+        p = p if p.dtype == np.uint8 else to_uint8(np.ascontiguousarray(p, np.float32))
         out.append(np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p)
     rgb = out[0] if len(out) == 1 else np.concatenate(out, axis=1)
     return rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb)
@@ -234,10 +229,7 @@ class VideoWriter:
         ctx = stream.codec_context
         ctx.time_base = tb
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709, as converted
-        # the encoder thread is the parallelism on a small machine: x264's own threads there cost a
-        # quarter more CPU per frame, which the dehazing would miss (docs/video.md)
-        threads = max(1, (os.cpu_count() or 1) // 2)
-        stream.options = {"crf": str(enc.crf), "preset": enc.preset, "threads": str(threads)}
+        stream.options = {"crf": str(enc.crf), "preset": enc.preset, "threads": str(encoder_threads())}
         return stream, tb
 
 
@@ -304,6 +296,7 @@ def dehaze_video(
     device: str = "auto",
     overwrite: bool = False,
     temporal_smoothing: float = DEFAULT_TEMPORAL_SMOOTHING,
+    network_every: int = VIDEO_NETWORK_EVERY,
     side_by_side: bool = False,
     encoding: Encoding | None = None,
     transmission: str | os.PathLike | None = None,
@@ -329,6 +322,9 @@ def dehaze_video(
         Replace existing outputs.
     temporal_smoothing : float, default 0.8
         Steadies A and the haze amount along the clip (0 = off); ``options`` replaces it.
+    network_every : int, default 4
+        Run the network on every k-th frame and reuse its haze amount and airlight correction on
+        the frames between (1 = every frame); ``options`` replaces it.
     side_by_side : bool, default False
         Write hazy | dehazed in one frame (twice the width).
     encoding : Encoding, optional
@@ -356,8 +352,11 @@ def dehaze_video(
     from ..api import resolve_dehazer
     from ..core.run import drive, run
 
-    base = options if options is not None else DehazeOptions(temporal_smoothing=temporal_smoothing)
-    opts = DehazeOptions.of(base, changes).replace(channel_axis=-1)  # a clip's frames are RGB
+    base = options if options is not None else DehazeOptions(temporal_smoothing=temporal_smoothing,
+                                                             network_every=network_every)
+    # a clip's frames are 8-bit RGB and are written as 8-bit: the 8-bit path, t only where it is written
+    opts = DehazeOptions.of(base, changes).replace(channel_axis=-1, output_dtype="uint8",
+                                                   with_transmission=transmission is not None)
     dehazer = resolve_dehazer(method, model, device)
     encoding = encoding or Encoding()
     comment = tag_text(source_fingerprint) if source_fingerprint else None
@@ -386,7 +385,11 @@ def dehaze_video(
                   "preset": encoding.preset, "side_by_side": bool(side_by_side)}
         import dask
 
-        with dask.config.set(scheduler="synchronous"):  # one chunk per frame: no thread pool per frame
+        from ..core import threads
+
+        # one chunk per frame (no thread pool per frame); the engine leaves the encoder its cores
+        cap = (os.cpu_count() or 1) - encoder_threads()
+        with dask.config.set(scheduler="synchronous"), threads.capped(cap):
             result = drive(run(dehazer, lazy(reader), opts, sink=sink, provenance=record), progress)
         for w in writers.values():
             w.close()

@@ -1,0 +1,212 @@
+"""Issue 22: the 8-bit path (uint8 in, uint8 out, :mod:`napari_clearnet.core.fused`), the compiled
+box filter, the trunk skipped where its outputs are not used, and the network's schedule along a
+clip (``network_every``): the same numbers as the general path, to one 8-bit step at most."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_clearnet import api
+from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
+from napari_clearnet.core import checks, engine, fused, physics
+from napari_clearnet.core.model import ClearNet
+from napari_clearnet.errors import ResultError
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason="numba is not installed")
+
+
+@pytest.fixture(scope="module")
+def clearnet() -> engine.Dehazer:
+    return api.load_model(device="cpu")
+
+
+def _photo(h: int, w: int, beta: float = 1.6, shift: int = 0) -> np.ndarray:
+    """A real scene (stereo depth) hazed at ``beta``, resized to (h, w), as 8-bit RGB."""
+    from skimage.transform import resize
+
+    clear, depth = _motorcycle()
+    clear, depth = clear[:, shift:], depth[:, shift:]
+    hazy, _ = make_hazy(resize(clear, (h, w)).astype(np.float32), resize(depth, (h, w)).astype(np.float32),
+                        beta)
+    return (hazy * 255 + 0.5).astype(np.uint8)
+
+
+def _to8(x: np.ndarray) -> np.ndarray:
+    return fused.to_uint8(np.ascontiguousarray(x, np.float32))
+
+
+@pytest.mark.parametrize("shape", [(144, 256), (1000, 750), (301, 517), (97, 61), (37, 1201)])
+def test_the_working_copy_is_torchs_antialiased_resize(clearnet: engine.Dehazer, shape) -> None:
+    """The 8-bit path's reduced copy is the general path's, to float rounding (any size, odd ones,
+    frames smaller than the working size, which are copied as they are)."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    est = clearnet.estimator
+    size = est.working_shape(*shape)
+    want = est.reduce(torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None])
+    got = fused.reduce(frame, size, threads=2)
+    assert got.shape == (*size, 3)
+    np.testing.assert_allclose(got, want[0].permute(1, 2, 0).numpy(), atol=1e-5)  # torch: float32 weights
+
+
+@pytest.mark.parametrize("shape", [(360, 640), (333, 517), (64, 48)])
+def test_8bit_output_is_the_float_path_rounded(clearnet: engine.Dehazer, shape) -> None:
+    """uint8 in, output_dtype='uint8' out: J within one 8-bit step of the float result rounded,
+    on all but a handful of pixels equal; t within 1e-4 (the reduced copy's float rounding)."""
+    img = _photo(*shape)
+    ref = clearnet.dehaze(img)
+    got = clearnet.dehaze(img, output_dtype="uint8")
+    assert got.image.dtype == np.uint8 and got.image.shape == img.shape
+    diff = np.abs(_to8(ref.image).astype(int) - got.image)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    np.testing.assert_allclose(got.transmission, ref.transmission, atol=1e-4)
+    np.testing.assert_allclose(got.airlight, ref.airlight, atol=1e-4)
+
+
+def test_8bit_output_without_the_kernels_is_the_same(clearnet: engine.Dehazer, monkeypatch) -> None:
+    """Without numba (or with CLEARNET_NO_NUMBA=1) output_dtype='uint8' still works, through the
+    general path and one rounding; and the compiled box filter gives torch's numbers bit for bit."""
+    img = _photo(120, 160)
+    fast = clearnet.dehaze(img, output_dtype="uint8").image
+    x = torch.rand(2, 4, 37, 53)
+    boxed = physics.box_filter(x, 5)
+    monkeypatch.setattr(fused, "_kernels", lambda: None)
+    assert not fused.available()
+    slow = clearnet.dehaze(img, output_dtype="uint8")
+    assert slow.image.dtype == np.uint8
+    assert np.abs(slow.image.astype(int) - fast).max() <= 1
+    assert torch.equal(physics.box_filter(x, 5), boxed)
+
+
+def test_grey_alpha_and_stacks_keep_their_layout_in_8_bits(clearnet: engine.Dehazer) -> None:
+    img = _photo(64, 80)
+    rgba = np.concatenate([img, np.full((64, 80, 1), 200, np.uint8)], -1)
+    out = clearnet.dehaze(rgba, output_dtype="uint8").image
+    assert out.dtype == np.uint8 and out.shape == rgba.shape and (out[..., 3] == 200).all()
+    grey = clearnet.dehaze(img[..., 1], output_dtype="uint8").image
+    assert grey.dtype == np.uint8 and grey.shape == (64, 80)
+    stack = clearnet.dehaze(np.stack([img, img]), channel_axis=-1, output_dtype="uint8")
+    assert stack.image.shape == (2, 64, 80, 3) and stack.transmission.shape == (2, 64, 80)
+    assert clearnet.dehaze(img, output_dtype="uint8", with_transmission=False).transmission is None
+
+
+def test_output_dtype_and_network_every_are_checked() -> None:
+    with pytest.raises(ValueError, match="output_dtype must be one of float32, uint8"):
+        api.DehazeOptions(output_dtype="float16")
+    with pytest.raises(ValueError, match="network_every"):
+        api.DehazeOptions(network_every=0)
+
+
+def test_a_flat_8bit_result_of_a_textured_frame_is_refused() -> None:
+    frame = torch.linspace(0, 1, 300).reshape(1, 3, 10, 10)
+    flat = np.full((10, 10, 3), 7, np.uint8)
+    with pytest.raises(ResultError, match="flat"):
+        checks.check_frame(flat, torch.ones(1, 1, 4, 4), np.array([0.8, 0.8, 0.8]), frame)
+    step = flat.copy()
+    step[0, 0, 0] = 8  # one 8-bit step: not flat
+    checks.check_frame(step, torch.ones(1, 1, 4, 4), np.array([0.8, 0.8, 0.8]), frame)
+
+
+def test_the_trunk_is_skipped_only_where_its_outputs_are_unused(clearnet: engine.Dehazer, monkeypatch) -> None:
+    """With A and s given (the smoothing pass) or an earlier frame's heads, the shipped model (no
+    per-pixel correction) runs no convolution, and gives the numbers it gives with them."""
+    model: ClearNet = clearnet.model
+    x = torch.from_numpy(_photo(96, 128).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    calls = []
+    real = ClearNet._trunk
+
+    def counted(self, *a):
+        calls.append(1)
+        return real(self, *a)
+
+    monkeypatch.setattr(ClearNet, "_trunk", counted)
+    with torch.inference_mode():
+        full = model(x)
+        assert len(calls) == 1
+        given = model(x, full["airlight"], full["scale"])
+        reused = model(x, heads=full["heads"])
+        assert len(calls) == 1  # neither ran the trunk
+        monkeypatch.setattr(ClearNet, "has_residual", lambda self: True)  # as a model with one would
+        forced = model(x, full["airlight"], full["scale"])
+        assert len(calls) == 2
+    for out in (given, forced):
+        assert torch.equal(out["t"], forced["t"])
+    assert torch.equal(reused["t"], full["t"]) and torch.equal(reused["airlight"], full["airlight"])
+
+
+def _clip(n: int, cut: int | None = None) -> np.ndarray:
+    """``n`` 8-bit frames of a panning camera under changing haze; from ``cut`` on, another scene."""
+    frames = []
+    for i in range(n):
+        f = _photo(90, 120, beta=1.2 + 0.05 * i, shift=2 * i)
+        if cut is not None and i >= cut:
+            f = np.ascontiguousarray(f[::-1, ::-1] // 2 + 60)  # another view, darker and upside down
+        frames.append(f)
+    return np.stack(frames)
+
+
+def _trunk_calls(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = ClearNet._trunk
+
+    def counted(self, x, depth):
+        calls.append(x.shape[0])
+        return real(self, x, depth)
+
+    monkeypatch.setattr(ClearNet, "_trunk", counted)
+    return calls
+
+
+def test_the_network_runs_on_every_kth_frame_and_on_a_cut(clearnet: engine.Dehazer, monkeypatch) -> None:
+    """network_every=4 over 12 frames in batches of 5: the trunk sees frames 0, 4 and 8 and the
+    first frame after a scene cut, not the others; a static clip gives the every-frame result bit
+    for bit (the heads it reuses are the ones it would compute)."""
+    calls = _trunk_calls(monkeypatch)
+    clearnet.dehaze(_clip(12), channel_axis=-1, network_every=4, batch_size=5, temporal_smoothing=0.8,
+                    output_dtype="uint8")
+    assert sum(calls) == 3
+    calls.clear()
+    clearnet.dehaze(_clip(12, cut=6), channel_axis=-1, network_every=4, batch_size=5, output_dtype="uint8")
+    assert sum(calls) == 4  # 0, 4, the cut at 6, 8
+    calls.clear()
+    still = np.stack([_photo(90, 120)] * 6)
+    every = clearnet.dehaze(still, channel_axis=-1, temporal_smoothing=0.8)
+    sched = clearnet.dehaze(still, channel_axis=-1, temporal_smoothing=0.8, network_every=3)
+    assert np.array_equal(every.image, sched.image) and np.array_equal(every.airlight, sched.airlight)
+
+
+def test_the_schedule_costs_little_on_moving_haze(clearnet: engine.Dehazer) -> None:
+    """On a panning camera with haze thickening frame by frame, the schedule's frames stay within
+    a small distance of the every-frame result (the bench states the cost on a 1080p clip)."""
+    clip = _clip(8)
+    every = clearnet.dehaze(clip, channel_axis=-1, temporal_smoothing=0.8, output_dtype="uint8").image
+    sched = clearnet.dehaze(clip, channel_axis=-1, temporal_smoothing=0.8, output_dtype="uint8",
+                            network_every=4).image
+    mse = np.mean((every.astype(np.float32) - sched) ** 2)
+    assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 35
+
+
+def test_8bit_photos_are_written_through_the_8bit_path(tmp_path, monkeypatch) -> None:
+    """`clearnet dehaze` on a JPEG/PNG written at 8 bits asks for an 8-bit result (and the file
+    holds the same pixels as the float result rounded, to one step)."""
+    from PIL import Image
+
+    from napari_clearnet.batch import BatchOptions, dehaze_files
+
+    img = _photo(60, 80)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    seen = []
+    real = engine.Dehazer.iter_frames
+
+    def spy(self, image, options=None, *, out=None, **kw):
+        seen.append((options or api.DehazeOptions()).replace(**kw).output_dtype)
+        return real(self, image, options, out=out, **kw)
+
+    monkeypatch.setattr(engine.Dehazer, "iter_frames", spy)
+    dehaze_files([tmp_path / "a.png"], tmp_path / "out", BatchOptions(device="cpu"), progress=False)
+    assert seen[-1] == "uint8"  # (the first: the weights check of a fresh load, on a float image)
+    written = np.asarray(Image.open(tmp_path / "out" / "a_dehazed.png"))
+    ref = _to8(api.load_model(device="cpu").dehaze(img).image)
+    assert np.abs(written.astype(int) - ref).max() <= 1
