@@ -109,7 +109,8 @@ def test_a_flat_8bit_result_of_a_textured_frame_is_refused() -> None:
     checks.check_frame(step, torch.ones(1, 1, 4, 4), np.array([0.8, 0.8, 0.8]), frame)
 
 
-def test_the_trunk_is_skipped_only_where_its_outputs_are_unused(clearnet: engine.Dehazer, monkeypatch) -> None:
+def test_the_trunk_is_skipped_only_where_its_outputs_are_unused(clearnet: engine.Dehazer,
+                                                                monkeypatch) -> None:
     """With A and s given (the smoothing pass) or an earlier frame's heads, the shipped model (no
     per-pixel correction) runs no convolution, and gives the numbers it gives with them."""
     model: ClearNet = clearnet.model
@@ -210,3 +211,40 @@ def test_8bit_photos_are_written_through_the_8bit_path(tmp_path, monkeypatch) ->
     written = np.asarray(Image.open(tmp_path / "out" / "a_dehazed.png"))
     ref = _to8(api.load_model(device="cpu").dehaze(img).image)
     assert np.abs(written.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_the_device_pass_equals_the_cpu_kernel(clearnet: engine.Dehazer, half: bool) -> None:
+    """The GPU's 8-bit pass (torch on the device, float16 on CUDA), run here on the CPU: J within
+    one 8-bit step of the compiled kernel's (two in float16), t to float rounding, and strips of
+    any height give the same frame (no seams)."""
+    img = _photo(270, 480)
+    est = clearnet.estimator
+    low = torch.from_numpy(fused.reduce(img, est.working_shape(270, 480))).permute(2, 0, 1)[None]
+    low_t = fused.reduce_tensor(torch.from_numpy(img), est.working_shape(270, 480))
+    torch.testing.assert_close(low_t, low, atol=1e-5, rtol=0)
+    e = est.estimate(low)
+    wide = est.guided_wide(low, e.t, 480)
+    a = e.airlight[0]
+    want_j, want_t = fused.recover(img, wide[0].numpy(), a.numpy(), 0.1, est.t_floor, with_t=True)
+    frame = torch.from_numpy(img)
+    got_j, got_t = fused.recover_tensor(frame, wide, a, 0.1, est.t_floor, with_t=True, half=half)
+    diff = np.abs(got_j.numpy().astype(int) - want_j)
+    assert diff.max() <= (2 if half else 1)
+    np.testing.assert_allclose(got_t.numpy(), want_t, atol=2e-3 if half else 1e-6)
+    strips, _ = fused.recover_tensor(frame, wide, a, 0.1, est.t_floor, with_t=False, half=half,
+                                     strip_pixels=480 * 7)
+    assert torch.equal(strips, got_j)
+
+
+def test_without_the_kernels_the_device_pass_runs(clearnet: engine.Dehazer, monkeypatch) -> None:
+    """Without numba the 8-bit path runs torch's pass (what a GPU runs), with the same result."""
+    img = _photo(90, 160)
+    fast = clearnet.dehaze(img, output_dtype="uint8")
+    monkeypatch.setattr(fused, "_kernels", lambda: None)
+    calls = []
+    real = fused.recover_tensor
+    monkeypatch.setattr(fused, "recover_tensor", lambda *a, **k: calls.append(1) or real(*a, **k))
+    slow = clearnet.dehaze(img, output_dtype="uint8")
+    assert calls and np.abs(slow.image.astype(int) - fast.image).max() <= 1
+    np.testing.assert_allclose(slow.transmission, fast.transmission, atol=1e-4)

@@ -219,20 +219,26 @@ class Dehazer:
                     yield i, n, res
 
     def _eight_bit(self, scaler: FrameScaler, layout: Any) -> bool:
-        """Whether a run's frames take the fast 8-bit path (:mod:`.fused`): 8-bit RGB(A) read on
-        its full range, ClearNet on the CPU, and the compiled kernels here."""
+        """Whether a run's frames take the 8-bit path (:mod:`.fused`): 8-bit RGB(A) read on its
+        full range, with ClearNet (compiled kernels on the CPU, torch on other devices)."""
         return (scaler.dtype == np.uint8 and scaler.range == (0.0, 255.0) and layout.channels in (3, 4)
-                and self.device.type == "cpu" and hasattr(self.estimator, "guided_wide")
-                and fused.available())
+                and hasattr(self.estimator, "guided_wide"))
+
+    @property
+    def _kernels(self) -> bool:
+        """Whether the 8-bit path runs the compiled CPU kernels (else torch on the device)."""
+        return self.device.type == "cpu" and fused.available()
 
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
-        """(1, 3, H, W) channels-last view of an (H, W, 3) float32 frame; pinned + async on CUDA."""
-        x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))
+        """(1, 3, H, W) channels-last view of an (H, W, 3) float32 frame, or the (H, W, 3) tensor of
+        a uint8 one (the 8-bit path); pinned + async on CUDA."""
+        x = torch.from_numpy(np.ascontiguousarray(frame) if frame.dtype == np.uint8 else
+                             np.ascontiguousarray(frame, dtype=np.float32))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":
             x = x.to(self.device)
-        return x.permute(2, 0, 1)[None]
+        return x if x.dtype == torch.uint8 else x.permute(2, 0, 1)[None]
 
     @torch.inference_mode()
     def _batch(
@@ -248,10 +254,13 @@ class Dehazer:
         clock = self.stage_cpu
         tick = time.process_time() if clock is not None else 0.0
         threads_now = torch.get_num_threads()
-        if eight:
+        if eight and self._kernels:
             xs = [torch.from_numpy(f) for f in inputs]  # (H, W, 3) uint8, only read
             lows_list = [torch.from_numpy(fused.reduce(f, est.working_shape(*f.shape[:2]), threads_now))
                          .permute(2, 0, 1)[None] for f in inputs]
+        elif eight:  # uint8 crosses to the device (a quarter of float32's bytes)
+            xs = [self._to_device(f) for f in inputs]
+            lows_list = [fused.reduce_tensor(x, est.working_shape(*x.shape[:2])) for x in xs]
         else:
             xs = [self._to_device(rgb) for rgb in inputs]
             lows_list = [est.reduce(x) for x in xs]
@@ -274,7 +283,7 @@ class Dehazer:
             s = slice(j, j + 1)
             tick = time.process_time() if clock is not None else 0.0
             if eight:
-                j_out, t_out = self._recover_eight(inputs[j], lows[s], t[s], e.airlight[j], params, slots[j],
+                j_out, t_out = self._recover_eight(x, lows[s], t[s], e.airlight[j], params, slots[j],
                                                    threads_now)
             else:
                 j_out, t_out = self._recover_float(x, lows[s], t[s], e.airlight[s], params, slots[j])
@@ -308,15 +317,28 @@ class Dehazer:
             j_out = j8
         return j_out, (t_out if params.with_t else None)
 
-    def _recover_eight(self, frame: np.ndarray, low: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor,
+    def _recover_eight(self, frame: torch.Tensor, low: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor,
                        params: _Params, slot: tuple[np.ndarray, np.ndarray] | None, threads_now: int,
                        ) -> tuple[np.ndarray, np.ndarray | None]:
-        """J (uint8) and t of one uint8 frame in one pass (:func:`~.fused.recover`)."""
+        """J (uint8) and t of one uint8 frame ((H, W, 3) tensor) in one pass: the compiled kernel
+        (:func:`~.fused.recover`) on the CPU, torch on the device elsewhere."""
         est = self.estimator
-        wide = est.guided_wide(low, t, frame.shape[1])[0].numpy()
-        j_out, t_out = fused.recover(
-            frame, wide, airlight.numpy(), params.t0, est.t_floor, with_t=params.with_t, threads=threads_now,
-            out=None if slot is None else slot[0], t_out=None if slot is None else slot[1])
+        wide = est.guided_wide(low, t, frame.shape[1])
+        j_into, t_into = (None, None) if slot is None else slot
+        if self._kernels:
+            return fused.recover(frame.numpy(), wide[0].numpy(), airlight.numpy(), params.t0, est.t_floor,
+                                 with_t=params.with_t, threads=threads_now, out=j_into, t_out=t_into)
+        j_dev, t_dev = fused.recover_tensor(frame, wide, airlight, params.t0, est.t_floor,
+                                            with_t=params.with_t, half=self.device.type == "cuda",
+                                            strip_pixels=params.strip_pixels)
+        j_out = j_dev.cpu().numpy()
+        t_out = None if t_dev is None else t_dev.cpu().numpy()
+        if slot is not None:
+            slot[0][...] = j_out
+            j_out = slot[0]
+            if t_out is not None:
+                slot[1][...] = t_out
+                t_out = slot[1]
         return j_out, t_out
 
     def _scheduled(self, lows: torch.Tensor, a_in: torch.Tensor | None, start: int, every: int,

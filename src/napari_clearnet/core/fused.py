@@ -16,8 +16,12 @@ over memory). Here two small compiled kernels (numba) read the uint8 frame direc
 
 Results match the general path rounded to 8 bits to within one step (``tests/test_fused.py``).
 The kernels release the GIL and run on bands of rows in a few threads of their own (no numba
-threading layer, so any thread may call them, two at a time). Where numba is missing,
-:func:`available` is False and the engine takes the general path and rounds its result.
+threading layer, so any thread may call them, two at a time).
+
+On a GPU (and on the CPU where numba is missing: :func:`available` is False) the same pass runs
+as torch operations on the device, in strips of rows, in float16 on CUDA:
+:func:`reduce_tensor` and :func:`recover_tensor`; the frames cross to the device as uint8 (a
+quarter of float32's bytes) and come back as uint8.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["aa_weights", "available", "box_1d", "recover", "reduce", "to_uint8"]
+__all__ = ["aa_weights", "available", "box_1d", "recover", "recover_tensor", "reduce", "reduce_tensor",
+           "to_uint8"]
 
 _F = np.float32
 #: rows of the frame per task (a task per band keeps threads busy and caches warm)
@@ -300,6 +305,44 @@ def recover(
     _bands(height, threads, lambda r0, r1: k["recover_rows"](
         frame, r0, r1, wide, yi0, yi1, wy, a3, _F(t0), _F(t_min), j, t, with_t))
     return j, (t if with_t else None)
+
+
+def reduce_tensor(frame: Any, size: tuple[int, int]) -> Any:
+    """:func:`reduce` in torch on the frame's device: (H, W, 3) uint8 tensor -> (1, 3, h, w)."""
+    from .physics import resize
+
+    return resize((frame.permute(2, 0, 1)[None].float() / 255.0).contiguous(), size)
+
+
+def recover_tensor(
+    frame: Any, wide: Any, airlight: Any, t0: float, t_min: float, *, with_t: bool, half: bool = False,
+    strip_pixels: int = 1 << 20,
+) -> tuple[Any, Any]:
+    """:func:`recover` in torch on the frame's device, in strips of ``strip_pixels``: (H, W, 3)
+    uint8 tensor, ``wide`` (1, 2, h, W), A (3,) -> J (H, W, 3) uint8 and t (H, W) float32 (None
+    unless ``with_t``); ``half`` computes in float16 (CUDA), within an 8-bit step or two."""
+    import torch
+
+    from .physics import LUMA, rows_linear
+
+    height, width = frame.shape[:2]
+    dtype = torch.float16 if half else torch.float32
+    j = torch.empty((height, width, 3), dtype=torch.uint8, device=frame.device)
+    t_all = torch.empty((height, width), dtype=torch.float32, device=frame.device) if with_t else None
+    luma = torch.tensor(LUMA, dtype=dtype, device=frame.device)
+    a3 = airlight.reshape(3).to(device=frame.device, dtype=dtype)
+    rows = max(1, strip_pixels // max(1, width))
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        ab = rows_linear(wide, height, (r0, r1))[0].to(dtype)  # (2, n, W)
+        x = frame[r0:r1].to(dtype) / 255.0
+        t = torch.addcmul(ab[1], ab[0], torch.matmul(x, luma)).clamp_(t_min, 1.0)
+        if t_all is not None:
+            t_all[r0:r1] = t
+        r = t.clamp(min=t0).reciprocal_()
+        out = torch.lerp(a3, x, r[..., None]).clamp_(0.0, 1.0).mul_(255.0).add_(0.5)
+        j[r0:r1] = out.to(torch.uint8)  # truncation: the rounding of every 8-bit output
+    return j, t_all
 
 
 def box_1d(x: np.ndarray, r: int, axis: int) -> np.ndarray | None:
