@@ -248,3 +248,34 @@ def test_without_the_kernels_the_device_pass_runs(clearnet: engine.Dehazer, monk
     slow = clearnet.dehaze(img, output_dtype="uint8")
     assert calls and np.abs(slow.image.astype(int) - fast.image).max() <= 1
     np.testing.assert_allclose(slow.transmission, fast.transmission, atol=1e-4)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@CUDA
+def test_cuda_8bit_path_matches_the_cpu() -> None:
+    """On a GPU: uint8 frames to the device, float16 pass, uint8 back: within two 8-bit steps of the
+    CPU's result."""
+    img = _photo(540, 960)
+    cpu = api.load_model(device="cpu").dehaze(img, output_dtype="uint8").image
+    gpu = api.load_model(device="cuda").dehaze(img, output_dtype="uint8").image
+    assert gpu.dtype == np.uint8 and np.abs(gpu.astype(int) - cpu).max() <= 2
+
+
+def test_the_gpu_bench_script_runs_here_on_the_cpu(tmp_path) -> None:
+    """scripts/gpu_bench.sh (what a lent GPU runs) works end to end; here on the CPU, tiny."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DEVICE": "cpu", "CLIP": "2x64x48", "SIZES": "0.01", "REPEATS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_bench.sh"), "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (tmp_path / "bench.txt").read_text()
+    assert "re-encode only" in text and "clearnet-8bit" in text
+    assert "gpu" in (tmp_path / "gpu.txt").read_text()
