@@ -163,16 +163,20 @@ def _compile(numba: Any) -> Any:
         float64 running sums differenced, exactly as :func:`~.physics.box_filter` does in torch."""
         m_rows, n = x.shape
         c = np.empty(n, np.float64)
+        full = np.float64(2 * r + 1)
         for m in range(m_rows):
             acc = 0.0
             for k in range(n):
                 acc += np.float64(x[m, k])
                 c[k] = acc
-            for k in range(n):
+            o = out[m]
+            for k in range(min(r + 1, n)):  # windows clipped at the start (and maybe the end)
                 hi = min(k + r, n - 1)
-                lo = k - r - 1
-                s = c[hi] - (c[lo] if lo >= 0 else 0.0)
-                out[m, k] = _F(s / np.float64(min(k + r + 1, n) - max(k - r, 0)))
+                o[k] = _F((c[hi] - 0.0) / np.float64(min(k + r + 1, n) - max(k - r, 0)))
+            for k in range(r + 1, n - r):  # whole windows: one loop without branches (vectorised)
+                o[k] = _F((c[k + r] - c[k - r - 1]) / full)
+            for k in range(max(r + 1, n - r), n):  # clipped at the end
+                o[k] = _F((c[n - 1] - c[k - r - 1]) / np.float64(n - (k - r)))
 
     @jit
     def box_middle(x, r, out):
