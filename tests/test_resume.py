@@ -218,6 +218,15 @@ def test_a_partial_clip_of_other_settings_or_another_input_starts_again_from_fra
     assert "it was made from another input (or the input has changed since)" in capsys.readouterr().err
     assert len(seen) == N_SMALL and clip_facts(out / "clip_dehazed.mp4")["frames"] == N_SMALL
 
+    (out / "clip_dehazed.mp4").unlink()
+    monkeypatch.undo()
+    interrupted(tmp_path, monkeypatch, capsys)
+    seen = count_frames(monkeypatch)  # a transmission clip asked for now: it needs every frame
+    assert dehaze_cli(src, "-o", out, "--skip-existing", "--save-transmission") == 0
+    assert ("its partial clip .clip_dehazed.partial.mp4 is not carried on: clip_transmission.mp4 has no "
+            "partial clip to carry on with it; starting from frame 0") in capsys.readouterr().err
+    assert len(seen) == 2 * N_SMALL
+
 
 def test_partial_and_finished_clips_are_kept_unless_asked_and_skip_existing_skips_finished_ones(
         tmp_path: Path, monkeypatch, capsys) -> None:
@@ -299,3 +308,45 @@ def test_api_and_batch_carry_on_the_same_way(tmp_path: Path, monkeypatch, capsys
     with open(os.devnull, "w") as quiet:
         report = nc.batch.dehaze_files([src], out, skip_existing=True, stderr=quiet)
     assert report.exit_code == 0 and clip_facts(out / "clip_dehazed.mp4")["frames"] == N_SMALL
+
+
+def test_a_partial_clip_killed_before_its_first_keyframe_is_removed_by_the_next_run(
+        tmp_path: Path, capsys) -> None:
+    src = write_clip(tmp_path / "in" / "clip.mp4", n=12, size=(48, 64))
+    out = tmp_path / "out"
+    out.mkdir()
+    partial = Partial.of(out / "clip_dehazed.mp4")
+    partial.path.write_bytes(b"\x00\x00\x00\x18ftypisom")  # a kill: no index, no keyframe in the journal
+    partial.journal.write_text(json.dumps({"clearnet_partial": 1, "output": "clip_dehazed.mp4"}) + "\n")
+    assert dehaze_cli(src, "-o", out) == 0
+    err = capsys.readouterr().err
+    assert f"note: removed 2 partial file(s) an interrupted run left in {out}" in err
+    assert sorted(p.name for p in out.iterdir()) == ["clip_dehazed.mp4"]
+
+
+def test_kill_9_mid_clip_then_skip_existing_carries_on_a_matroska_clip(tmp_path: Path, capsys) -> None:
+    import subprocess
+
+    from _common import CLEARNET
+
+    src = write_clip(tmp_path / "in" / "clip.mkv", n=300, size=(180, 320), rate=10, preset="ultrafast")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*CLEARNET, "dehaze", str(src), "-o", str(out), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True)
+    journal = Partial.of(out / "clip_dehazed.mkv").journal
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (
+            journal.exists() and journal.read_text().count("\n") >= 4):  # keyframes 56, 112, 168 passed
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: no clean-up at all, the muxer's buffers are lost
+    proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the kill")
+    assert proc.returncode == -signal.SIGKILL
+    assert dehaze_cli(src, "-o", out, "--skip-existing") == 0
+    k = carried_from(capsys.readouterr().err)
+    print("carried on from", k)
+    assert k >= 56 and k % 56 == 0
+    stamps, frames, said = decoded(out / "clip_dehazed.mkv")
+    assert len(frames) == 300 and stamps == sorted(set(stamps)) and said == []
+    assert sorted(p.name for p in out.iterdir()) == ["clip_dehazed.mkv"]

@@ -4,7 +4,8 @@ Plain scripts can call :func:`dehaze_files` directly. The rules protect user dat
 
 * an existing output is never replaced unless asked (``overwrite``), and every file is written
   atomically (a temporary ``.part`` name, then a rename); partial files that a killed run left
-  behind are removed by the next run;
+  behind are removed by the next run, except a clip's partial clip, which an interrupted run
+  keeps and ``skip_existing`` carries on from its last complete keyframe (:mod:`..video.resume`);
 * the outputs are planned as one set before any work: every output name (image, transmission,
   airlight) is checked against every other output and every input, names that would collide are
   made unique from each input's own path (so adding inputs does not move the others' names), and
@@ -34,7 +35,7 @@ from ..core.engine import Dehazer
 from ..errors import OutputFolderError
 from ..io import images as io
 from ..io.load import load_image
-from ..video.partial import Partial
+from ..video.partial import Partial, remove_useless
 from ..video.reader import is_video
 from ..video.writer import Encoding
 from .inputs import read_tag
@@ -351,7 +352,7 @@ def prepare(inputs: Iterable[str | os.PathLike], out: Path, opts: BatchOptions, 
         first = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
         raise BatchError("no input images or clips found" + first)
     check_output_folder(out)
-    stale = files.remove_stale_parts(out)
+    stale = files.remove_stale_parts(out) + remove_useless(out)
     if stale:
         print(f"note: removed {len(stale)} partial file(s) an interrupted run left in {out}: "
               + ", ".join(p.name for p in stale[:3]) + (" …" if len(stale) > 3 else ""), file=err)

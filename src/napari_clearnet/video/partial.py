@@ -6,8 +6,9 @@ setting that changes the pixels or the encoding) and a line at every keyframe th
 passes (every :func:`keyframe_interval` frames) with the airlight of the frames since the one
 before and temporal smoothing's state there. :func:`outputs` holds them through one run: a
 complete run renames the clip to its output, Ctrl-C, SIGTERM and SIGHUP keep it (closed
-properly, its index written) with its journal, and a kill leaves what reached the disk.
-:mod:`.resume` decides whether a rerun carries it on.
+properly, its index written) with its journal once it passed a keyframe (AVI clips are not
+kept), and a kill leaves what reached the disk. :mod:`.resume` decides whether a rerun
+carries it on; :func:`remove_useless` removes what holds nothing to carry on from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +28,18 @@ import numpy as np
 
 from .._util import files
 
-__all__ = ["KEYFRAME_SECONDS", "Checkpoint", "Journal", "Partial", "Run", "header", "keyframe_interval",
-           "outputs", "read_journal"]
+__all__ = ["KEYFRAME_SECONDS", "PARTIAL_PATTERN", "RESUMABLE", "Checkpoint", "Journal", "Partial", "Run",
+           "header", "keyframe_interval", "outputs", "read_journal", "remove_useless"]
 
-#: at most about this many seconds between the keyframes an interrupted clip carries on from
+#: seconds between the keyframes an interrupted clip carries on from (rounded up to whole batches)
 KEYFRAME_SECONDS = 5.0
 #: the journal's layout
 VERSION = 1
+#: containers whose partial clips are kept and carried on (AVI has no timestamps of its own)
+RESUMABLE = (".mp4", ".m4v", ".mov", ".mkv")
+#: the names of partial clips (and of the partial clips a carrying-on run copies from) and journals
+PARTIAL_PATTERN = re.compile(r"^\..+\.partial(-base)?\.[A-Za-z0-9]{1,5}$")
+_NAME = re.compile(r"^\.(.+)\.partial(-base)?(\.[A-Za-z0-9]{1,5})$")
 
 
 def keyframe_interval(rate: Any, batch: int) -> int:
@@ -40,9 +47,9 @@ def keyframe_interval(rate: Any, batch: int) -> int:
     engine's ``batch`` (so a run carried on there has the batches an uninterrupted run has)."""
     try:
         frames = math.ceil(float(rate) * KEYFRAME_SECONDS)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError):  # no rate: every 125 frames (5 s at 25 fps)
         frames = 125
-    frames = max(1, frames if frames > 0 else 125)
+    frames = frames if frames > 0 else 125
     return -(-frames // batch) * batch
 
 
@@ -88,7 +95,7 @@ class Checkpoint:
 
 class Journal:
     """The journal of a partial clip being written: ``header`` and ``checkpoints`` are written
-    at once (replacing an older journal), and :meth:`add` appends a line per keyframe."""
+    at once (replacing an older journal), and :meth:`frame` appends a line per keyframe."""
 
     def __init__(self, path: Path, header: dict[str, Any], checkpoints: Iterable[Checkpoint] = ()) -> None:
         self.path = path
@@ -198,8 +205,8 @@ def outputs(partials: dict[str, Partial], headers: dict[str, dict[str, Any]],
             else:
                 p.path.unlink(missing_ok=True)  # stopped while copying: the one before stays
             journal = run.journals.get(role)
-            if journal is None or journal.last == 0:
-                p.discard()  # not one keyframe passed: nothing to carry on from
+            if journal is None or journal.last == 0 or p.target.suffix.lower() not in RESUMABLE:
+                p.discard()  # not one keyframe passed (or an AVI): nothing to carry on from
             else:
                 kept.append(p)
         exc.partial_clips = kept  # type: ignore[attr-defined]
@@ -215,3 +222,42 @@ def outputs(partials: dict[str, Partial], headers: dict[str, dict[str, Any]],
     for p in partials.values():
         p.base.unlink(missing_ok=True)
         p.journal.unlink(missing_ok=True)
+
+
+def remove_useless(folder: str | os.PathLike) -> list[Path]:
+    """Remove the partial clips in ``folder`` that hold nothing to carry on from (their journal
+    has no keyframe, or is missing) and that no run is writing: what a run killed before its first
+    keyframe leaves (a kill, a stopped cluster worker). Returns the files removed."""
+    removed: list[Path] = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    seen: set[Path] = set()
+    for name in names:
+        found = _NAME.match(name)
+        if not found or not PARTIAL_PATTERN.match(name):
+            continue
+        stem, ext = found.group(1), found.group(3)
+        if ext.lower() == ".json":  # a journal: its header names the clip it belongs to
+            try:
+                first = Path(folder, name).read_text("utf-8").splitlines()[0]
+                target = Path(folder, Path(str(json.loads(first)["output"])).name)
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                target = Path(folder, stem)
+        else:
+            target = Path(folder, stem + ext)
+        p = Partial.of(target)
+        if name not in (p.path.name, p.base.name, p.journal.name):
+            continue  # a name cut short (a long one) or a journal of something else: left alone
+        if p.journal in seen or files.held(p.path) or files.held(p.base):
+            continue
+        seen.add(p.journal)
+        try:
+            _, checkpoints = read_journal(p.journal)
+        except (OSError, ValueError):
+            checkpoints = []
+        if not checkpoints or not (p.path.exists() or p.base.exists()):
+            removed += p.present()
+            p.discard()
+    return removed

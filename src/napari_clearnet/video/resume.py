@@ -30,12 +30,10 @@ from .._util import files
 from .._util.validate import option
 from ..core.run import Carry
 from ..errors import ClearNetError
-from .partial import Checkpoint, Partial, read_journal
+from .partial import RESUMABLE, Checkpoint, Partial, read_journal
 
 __all__ = ["CannotCarryOn", "Start", "complete_groups", "copy_frames", "parameter_sets", "start"]
 
-#: containers whose partial clips are carried on (AVI has no timestamps of its own)
-RESUMABLE = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 class CannotCarryOn(ClearNetError, ValueError):
@@ -255,12 +253,17 @@ def start(partials: dict[str, Partial], headers: dict[str, dict[str, Any]], stam
                           {r: next(c for c, ks in f[0].items() if frame in ks) for r, f in found.items()},
                           checkpoints, [f"carrying on from frame {frame} (its partial clip holds the frames "
                                         "before it; they are copied, not encoded again)"])
-        elif found and not begin.notes:
-            begin.notes.append("its partial clips are not carried on: they hold no keyframe in common; "
-                               "starting from frame 0")
-        elif found:
-            names = ", ".join(partials[r].path.name for r in found)
-            begin.notes.append(f"so {names} is not carried on either")
+        elif found:  # carried on together or not at all: they share one dehazing
+            many, names = len(found) > 1, ", ".join(partials[r].path.name for r in found)
+            said = f"its partial clip{'s' if many else ''} {names} {'are' if many else 'is'} not carried on"
+            bare = [partials[r].target.name for r in partials if r not in found and not partials[r].present()]
+            if bare:
+                said += f": {', '.join(bare)} has no partial clip to carry on with it; starting from frame 0"
+            elif len(found) == len(partials):
+                said += ": they hold no keyframe in common; starting from frame 0"
+            else:
+                said += " either"
+            begin.notes.append(said)
     for role, p in partials.items():
         keep = begin.copy_from.get(role)
         for f in (p.path, p.base):
