@@ -180,15 +180,19 @@ def test_a_run_carried_on_at_a_batch_boundary_gives_the_same_frames_bit_for_bit(
 N_SMALL = 120  # 12 s at 10 fps: a keyframe every 56 frames (5 s rounded up to the batch of 8)
 
 
-def interrupted(tmp_path: Path, monkeypatch, capsys, ext: str = "mp4", *extra: str) -> tuple[Path, Path]:
-    """A small clip (with sound) stopped by Ctrl-C at frame 100: its partial clip is kept in out/."""
+def interrupted(tmp_path: Path, monkeypatch, capsys, ext: str = "mp4", *extra: str,
+                how: str = "ctrl-c") -> tuple[Path, Path]:
+    """A small clip (with sound) stopped at frame 100 (Ctrl-C, or a signal): its partial clip is
+    kept in out/."""
     src = tmp_path / "in" / f"clip.{ext}"
     if not src.exists():
         write_clip(src, n=N_SMALL, size=(96, 160), rate=10, audio=True, preset="ultrafast")
-    stop_at(monkeypatch, 100, "ctrl-c")
-    assert dehaze_cli(src, "-o", tmp_path / "out", *extra) == 130
+    stop_at(monkeypatch, 100, how)
+    status = dehaze_cli(src, "-o", tmp_path / "out", *extra)
+    assert status == (130 if how == "ctrl-c" else 128 + getattr(signal, how))
     monkeypatch.undo()
-    assert re.search(r"partial clips? of .* kept and carried on", capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(r"partial clips? of .* kept and carried on", err) or ext == "avi", err
     return src, tmp_path / "out"
 
 
@@ -261,11 +265,19 @@ def test_partial_and_finished_clips_are_kept_unless_asked_and_skip_existing_skip
 
 
 def test_overwrite_starts_a_partial_clip_again(tmp_path: Path, monkeypatch, capsys) -> None:
-    src, out = interrupted(tmp_path, monkeypatch, capsys)
+    src, out = interrupted(tmp_path, monkeypatch, capsys, how="SIGHUP")  # a closed terminal
+    kept = Partial.of(out / "clip_dehazed.mp4")
+    assert sorted(out.iterdir()) == [kept.journal, kept.path]
     seen = count_frames(monkeypatch)
     assert dehaze_cli(src, "-o", out, "--overwrite") == 0
     assert "carrying on" not in capsys.readouterr().err and seen == list(range(N_SMALL))
     assert sorted(p.name for p in out.iterdir()) == ["clip_dehazed.mp4"]
+
+
+def test_avi_clips_are_not_kept_they_have_no_timestamps_to_carry_on_from(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    interrupted(tmp_path, monkeypatch, capsys, "avi")
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize("ext", ["mkv", "mp4"])
