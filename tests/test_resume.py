@@ -362,3 +362,19 @@ def test_kill_9_mid_clip_then_skip_existing_carries_on_a_matroska_clip(tmp_path:
     stamps, frames, said = decoded(out / "clip_dehazed.mkv")
     assert len(frames) == 300 and stamps == sorted(set(stamps)) and said == []
     assert sorted(p.name for p in out.iterdir()) == ["clip_dehazed.mkv"]
+
+
+def test_a_partial_clip_from_another_encoder_is_found_out_when_copying_and_starts_again(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    src, out = interrupted(tmp_path, monkeypatch, capsys, "mp4", "--preset", "ultrafast")
+    journal = Partial.of(out / "clip_dehazed.mp4").journal
+    lines = journal.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["settings"]["preset"] = "veryfast"  # as if x264 had changed under the same settings
+    journal.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    seen = count_frames(monkeypatch)
+    assert dehaze_cli(src, "-o", out, "--skip-existing") == 0
+    assert ("its partial clip is not carried on: the encoder's settings differ from the ones it was made "
+            "with; starting from frame 0") in capsys.readouterr().err
+    assert seen == list(range(N_SMALL)) and sorted(p.name for p in out.iterdir()) == ["clip_dehazed.mp4"]
+    assert decoded(out / "clip_dehazed.mp4")[2] == []

@@ -68,13 +68,13 @@ def complete_groups(path: Path, stamps: np.ndarray, time_base: Fraction) -> tupl
         raise CannotCarryOn(f"it cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     expected = np.asarray(stamps, np.float64) * scale
     found: list[int] = []
-    seen: set[int] = set()
+    seen: set[int] = set()  # the frames the packets so far are (each once)
     latest = -math.inf
     keyset = set(keys)
     for m, p in enumerate(pts):
-        if m in keyset and m > 0 and len(seen) == m and latest < p and m < len(expected) \
-                and abs(p - expected[m]) <= 1:
-            found.append(m)
+        if m in keyset and 0 < m < len(expected) and len(seen) == m and max(seen) == m - 1 \
+                and latest < p and abs(p - expected[m]) <= 1:
+            found.append(m)  # frames 0 to m-1 before it, none shown after it
         k = int(np.searchsorted(expected, p - 1))
         while k < len(expected) and expected[k] <= p + 1 and (k in seen or abs(expected[k] - p) > 1):
             k += 1
@@ -136,17 +136,22 @@ def copy_frames(out: Any, stream: Any, source: str | os.PathLike, frames: int,
             raise CannotCarryOn("the encoder's settings differ from the ones it was made with")
         size = (extradata[4] & 3) + 1 if extradata[:1] == b"\x01" else None
         n, last = 0, None
-        for p in c.demux(v):
-            if n == frames:
-                break
-            if not p.size:
-                continue
-            q = p if size is None else _annex_b(p, size)
-            until(float(q.pts * q.time_base))
-            q.stream = stream
-            out.mux(q)
-            last = None if q.dts is None else q.dts * q.time_base
-            n += 1
+        try:
+            for p in c.demux(v):
+                if n == frames:
+                    break
+                if not p.size or p.pts is None:
+                    continue
+                q = p if size is None else _annex_b(p, size)
+                until(float(q.pts * q.time_base))
+                q.stream = stream
+                out.mux(q)
+                last = None if q.dts is None else q.dts * q.time_base
+                n += 1
+                if n == frames:
+                    break
+        except av.FFmpegError as exc:
+            raise CannotCarryOn(f"it cannot be read past frame {n} ({exc.strerror or exc})") from None
     if n < frames:
         raise CannotCarryOn(f"it holds {n} of the {frames} frames its journal promised")
     return last
