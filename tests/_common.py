@@ -221,11 +221,13 @@ def training_config(tmp_path: Path, edit: dict | None = None, text: str | None =
 
 
 def write_clip(path: Path, n: int = 24, size: tuple[int, int] = (48, 64), rate: Any = None,
-               audio: bool = False, gop: int | None = None, rotation: int = 0, crf: int = 18) -> Path:
+               audio: bool = False, gop: int | None = None, rotation: int = 0, crf: int = 18,
+               preset: str | None = None) -> Path:
     """An H.264 clip made with PyAV: frame i is a hazy gradient whose red level and a bright bar
     move with i (so frames can be told apart), at ``rate`` (default 12.5 fps); ``audio`` adds an
     AAC sine track as long as the video; ``gop`` sets keyframes every ``gop`` frames (B-frames
-    too), so seeking is tested; ``rotation`` is the display matrix a phone records."""
+    too), so seeking is tested; ``rotation`` is the display matrix a phone records; ``preset``: x264's
+    (ultrafast makes long clips quickly)."""
     from fractions import Fraction
 
     import av
@@ -236,7 +238,8 @@ def write_clip(path: Path, n: int = 24, size: tuple[int, int] = (48, 64), rate: 
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=rate)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": str(crf), **({"g": str(gop), "bf": "2"} if gop else {})}
+        s.options = {"crf": str(crf), **({"g": str(gop), "bf": "2"} if gop else {}),
+                     **({"preset": preset} if preset else {})}
         if rotation:
             s.set_display_rotation(rotation)
         a = None

@@ -10,7 +10,7 @@ import torch
 
 from napari_clearnet import api
 from napari_clearnet._plugin.sample_data import _motorcycle, make_hazy
-from napari_clearnet.core import checks, engine, fused, physics
+from napari_clearnet.core import checks, engine, fused, kernels, physics
 from napari_clearnet.core.model import ClearNet
 from napari_clearnet.errors import ResultError
 
@@ -72,7 +72,7 @@ def test_8bit_output_without_the_kernels_is_the_same(clearnet: engine.Dehazer, m
     fast = clearnet.dehaze(img, output_dtype="uint8").image
     x = torch.rand(2, 4, 37, 53)
     boxed = physics.box_filter(x, 5)
-    monkeypatch.setattr(fused, "_kernels", lambda: None)
+    monkeypatch.setattr(kernels, "compiled", lambda: None)
     assert not fused.available()
     slow = clearnet.dehaze(img, output_dtype="uint8")
     assert slow.image.dtype == np.uint8
@@ -201,9 +201,9 @@ def test_8bit_photos_are_written_through_the_8bit_path(tmp_path, monkeypatch) ->
     seen = []
     real = engine.Dehazer.iter_frames
 
-    def spy(self, image, options=None, *, out=None, **kw):
+    def spy(self, image, options=None, *, out=None, carry=None, **kw):
         seen.append((options or api.DehazeOptions()).replace(**kw).output_dtype)
-        return real(self, image, options, out=out, **kw)
+        return real(self, image, options, out=out, carry=carry, **kw)
 
     monkeypatch.setattr(engine.Dehazer, "iter_frames", spy)
     dehaze_files([tmp_path / "a.png"], tmp_path / "out", BatchOptions(device="cpu"), progress=False)
@@ -241,7 +241,7 @@ def test_without_the_kernels_the_device_pass_runs(clearnet: engine.Dehazer, monk
     """Without numba the 8-bit path runs torch's pass (what a GPU runs), with the same result."""
     img = _photo(90, 160)
     fast = clearnet.dehaze(img, output_dtype="uint8")
-    monkeypatch.setattr(fused, "_kernels", lambda: None)
+    monkeypatch.setattr(kernels, "compiled", lambda: None)
     calls = []
     real = fused.recover_tensor
     monkeypatch.setattr(fused, "recover_tensor", lambda *a, **k: calls.append(1) or real(*a, **k))

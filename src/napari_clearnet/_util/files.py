@@ -3,7 +3,9 @@
 :func:`atomic_path` is the one way the package writes a file (images, JSON, weights, model
 cards, benchmark reports): an interrupted write never leaves a half-written file under the final
 name, and an existing file is replaced only when asked. Partial files a killed run left behind
-are recognised by their name and removed by :func:`remove_stale_parts`. Outputs record a
+are recognised by their name and removed by :func:`remove_stale_parts`; a clip, which an
+interrupted run carries on, is written under a fixed partial name instead (:func:`kept_path`).
+Outputs record a
 :func:`fingerprint` of their input so a rerun can tell which input an output was made from. No
 output ever replaces its own input (:func:`refuse_input`), whatever ``overwrite`` says.
 """
@@ -26,6 +28,8 @@ __all__ = [
     "ReplacesInputError",
     "atomic_path",
     "fingerprint",
+    "held",
+    "kept_path",
     "refuse_input",
     "remove_stale_parts",
     "sha256_file",
@@ -95,7 +99,7 @@ def refuse_input(target: str | os.PathLike, sources: Iterable[str | os.PathLike 
         )
 
 
-def _short_stem(stem: str, limit: int = 96) -> str:
+def short_stem(stem: str, limit: int = 96) -> str:
     """The stem cut to ``limit`` bytes for a temporary name (never the part that is too long)."""
     while len(os.fsencode(stem)) > limit:
         stem = stem[: max(1, len(stem) * limit // len(os.fsencode(stem)) - 1)]
@@ -120,7 +124,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool,
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass {option('overwrite')} to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{_short_stem(path.stem)}.", suffix=f".part{path.suffix}",
+    fd, tmp = tempfile.mkstemp(prefix=f".{short_stem(path.stem)}.", suffix=f".part{path.suffix}",
                                dir=path.parent)
     try:
         _lock(fd)
@@ -134,6 +138,62 @@ def atomic_path(path: str | os.PathLike, overwrite: bool,
         os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def kept_path(path: str | os.PathLike, partial: str | os.PathLike, overwrite: bool,
+              sources: Iterable[str | os.PathLike | None] = ()) -> Iterator[str]:
+    """:func:`atomic_path` for a file that an interrupted run carries on: it is written under the
+    fixed name ``partial`` and renamed to ``path`` when the block ends without an error; Ctrl-C and
+    terminating signals (KeyboardInterrupt) keep it for the next run, any other error removes it.
+    It is locked while it lives; one that another run holds is refused."""
+    path, partial = Path(path), Path(partial)
+    sources = [s for s in sources if s is not None]
+    refuse_input(path, sources)
+    refuse_input(partial, sources)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass {option('overwrite')} to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
+    if not _lock(fd) and _can_lock():
+        os.close(fd)
+        raise FileExistsError(f"{path} is being written by another run (its partial file {partial.name} is "
+                              "in use)")
+    keep = False
+    try:
+        yield str(partial)
+        if not overwrite and path.exists():
+            raise FileExistsError(f"{path} appeared while writing; not replaced")
+        refuse_input(path, sources)
+        _umask_mode(str(partial))
+        os.replace(partial, path)
+    except KeyboardInterrupt:
+        keep = True
+        raise
+    finally:
+        os.close(fd)
+        if not keep and os.path.exists(partial):
+            os.unlink(partial)
+
+
+def held(path: str | os.PathLike) -> bool:
+    """Whether another run holds ``path`` (a file being written through :func:`kept_path`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _can_lock() and not _lock(fd)
+    finally:
+        os.close(fd)
+
+
+def _can_lock() -> bool:
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # Windows
+        return False
+    return True
 
 
 def _lock(fd: int) -> bool:

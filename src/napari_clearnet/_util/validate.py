@@ -53,6 +53,7 @@ _PHRASES = {
     "channel_axis_none": ("channel_axis=None", "--channel-axis none"),
     "overwrite": ("overwrite=True", "--overwrite"),
     "skip_existing": ("skip_existing=True", "--skip-existing"),
+    "resume": ("resume=True", "--skip-existing"),
     "out_dir": ("out_dir", "-o"),
 }
 

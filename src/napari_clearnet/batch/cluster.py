@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from .._util import files
 from .._util.validate import _CLI, option
+from ..video.partial import PARTIAL_PATTERN, remove_useless
 from .cluster_connect import connect, distributed_module
 from .cluster_workers import ModelOnWorker, check_worker, request_stop, work
 from .options import BatchOptions
@@ -214,7 +215,9 @@ def stop(client: Any, futures: list[Any], run_id: str, out: Path) -> None:
     deadline = time.monotonic() + STOP_WAIT_S
     while True:
         files.remove_stale_parts(out)  # those whose writer has stopped or died (unlocked)
-        if not any(files.PART_PATTERN.match(p.name) for p in _listing(out)) or time.monotonic() > deadline:
+        remove_useless(out)  # partial clips a dead worker left before their first keyframe
+        if not any(files.PART_PATTERN.match(p.name) or (PARTIAL_PATTERN.match(p.name) and files.held(p))
+                   for p in _listing(out)) or time.monotonic() > deadline:
             return
         time.sleep(0.1)
 

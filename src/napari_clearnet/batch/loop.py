@@ -61,7 +61,9 @@ def dehaze_files(
     BatchError
         Nothing can start (options, inputs, output folder, weights).
     KeyboardInterrupt
-        Passes through after finished files are complete and no ``.part`` file is left.
+        Passes through after finished files are complete and no ``.part`` file is left; a clip
+        stopped part way keeps its partial clip, which ``skip_existing`` carries on (its outputs
+        are named on the exception's ``partial_clips``).
     """
     opts = options or BatchOptions(**kwargs)
     err = stderr or sys.stderr

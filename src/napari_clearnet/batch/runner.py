@@ -4,7 +4,8 @@ Plain scripts can call :func:`dehaze_files` directly. The rules protect user dat
 
 * an existing output is never replaced unless asked (``overwrite``), and every file is written
   atomically (a temporary ``.part`` name, then a rename); partial files that a killed run left
-  behind are removed by the next run;
+  behind are removed by the next run, except a clip's partial clip, which an interrupted run
+  keeps and ``skip_existing`` carries on from its last complete keyframe (:mod:`..video.resume`);
 * the outputs are planned as one set before any work: every output name (image, transmission,
   airlight) is checked against every other output and every input, names that would collide are
   made unique from each input's own path (so adding inputs does not move the others' names), and
@@ -34,6 +35,7 @@ from ..core.engine import Dehazer
 from ..errors import OutputFolderError
 from ..io import images as io
 from ..io.load import load_image
+from ..video.partial import Partial, remove_useless
 from ..video.reader import is_video
 from ..video.writer import Encoding
 from .inputs import read_tag
@@ -256,6 +258,7 @@ def process_clip(dehazer: Dehazer, plan: Planned, opts: BatchOptions, bars: BarF
             options=opts.dehaze_options(clip=True),
             side_by_side=opts.side_by_side, encoding=Encoding(opts.crf, opts.preset), transmission=trans,
             source_fingerprint=fp, progress=bar, damaged=opts.damaged_frames,
+            resume=opts.skip_existing and not opts.overwrite,
         )
         notes.extend(result.provenance.get("notes", []))
         notes.extend(_image_only_options(opts))
@@ -353,7 +356,7 @@ def prepare(inputs: Iterable[str | os.PathLike], out: Path, opts: BatchOptions, 
         first = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
         raise BatchError("no input images or clips found" + first)
     check_output_folder(out)
-    stale = files.remove_stale_parts(out)
+    stale = files.remove_stale_parts(out) + remove_useless(out)
     if stale:
         print(f"note: removed {len(stale)} partial file(s) an interrupted run left in {out}: "
               + ", ".join(p.name for p in stale[:3]) + (" …" if len(stale) > 3 else ""), file=err)
@@ -374,15 +377,30 @@ def interrupted(exc: BaseException, report: BatchReport, out: Path, err: TextIO)
     """What the user needs after Ctrl-C or a terminating signal: what is done and how to go on."""
     why = getattr(exc, "reason", "interrupted")
     made = report.files_made()
+    kept = getattr(exc, "partial_clips", [])
+    names = ", ".join(p.target.name for p in kept)
+    partial = ""
+    if kept:
+        one = len(kept) == 1
+        partial = (f" (the partial clip{'' if one else 's'} of {names} {'is' if one else 'are'} kept and "
+                   f"carried on from {'its' if one else 'their'} last keyframe)")
     print(f"{why}: {count(len(made), 'file')} written to {out}; rerun with "
-          f"{option('skip_existing')} to carry on", file=err)
+          f"{option('skip_existing')} to carry on{partial}", file=err)
     exc.reported = True  # type: ignore[attr-defined]  # the CLI says no more
 
 
 def _already_there(plan: Planned, opts: BatchOptions) -> Outcome | None:
     """Decide about outputs that exist: an outcome when this input is done (skipped or reported)."""
     present = [p for p in plan.outputs() if p.exists()]
-    if not present or opts.overwrite:
+    if opts.overwrite:
+        return None
+    if is_video(plan.source) and not opts.skip_existing:
+        partial = [q for p in plan.outputs() if not p.exists() for q in Partial.of(p).present()]
+        if partial:
+            return Outcome("existing", message=(
+                f"exists: {partial[0]} is a partial clip an interrupted run left; not replaced, pass "
+                f"{option('skip_existing')} to carry on from it or {option('overwrite')} to start over"))
+    if not present:
         return None
     fp = files.fingerprint(plan.source)
     other = [p for p in present if _made_from_other(p, fp)]

@@ -184,6 +184,7 @@ def add_dehaze_parser(sub: argparse._SubParsersAction, run: Callable[[argparse.N
     group = batch.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true",
-                       help="silently skip inputs whose outputs exist (resume an interrupted run)")
+                       help="silently skip inputs whose outputs exist (resume an interrupted run); a clip "
+                            "an interrupted run left half done carries on from its last complete keyframe")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -38,7 +38,7 @@ from .estimators import ClearNetEstimator, DCPEstimator, Estimate, Estimator
 from .model import ClearNet
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_STRIP_PIXELS, DehazeOptions
 from .recovery import recover_frame
-from .run import DehazeResult, FrameResult, drive, run
+from .run import Carry, DehazeResult, FrameResult, drive, run
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SKY_PROTECTION", "DEFAULT_STRIP_PIXELS", "Dehazer", "FrameResult",
            "check_method"]
@@ -169,6 +169,7 @@ class Dehazer:
         options: DehazeOptions | None = None,
         *,
         out: tuple[np.ndarray, np.ndarray] | None = None,
+        carry: Carry | None = None,
         **changes: Any,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         """Yield ``(index, n_frames, FrameResult)`` frame by frame; frames of lazy (dask) arrays
@@ -176,14 +177,22 @@ class Dehazer:
         with keyword ``changes`` on top) say how; ``temporal_smoothing`` in [0, 1) blends each
         frame's A and haze amount s with the previous frame's (exponential moving average) so a
         clip does not flicker; batched or not, the results are the same. ``out`` = (J (n, H, W, 3),
-        t (n, H, W)) float32 arrays receive the frames in place of new ones.
+        t (n, H, W)) float32 arrays receive the frames in place of new ones. ``carry`` starts at
+        its frame with its smoothing state (an interrupted clip carried on); batches keep the
+        bounds a run from frame 0 has, so a carry at a multiple of :meth:`batch_frames` gives
+        that run's frames bit for bit.
         """
         opts = DehazeOptions.of(options, changes)
         with self._threads():  # the whole run, reading the input's range included
-            yield from self._iter_frames(image, opts, out)
+            yield from self._iter_frames(image, opts, out, carry or Carry())
+
+    def batch_frames(self, height: int, width: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """How many frames of ``height`` × ``width`` go through one estimate together."""
+        return max(1, min(batch_size, BATCH_PIXELS // max(1, height * width),
+                          self.estimator.max_batch or batch_size))
 
     def _iter_frames(
-        self, image: Any, opts: DehazeOptions, out: tuple[np.ndarray, np.ndarray] | None,
+        self, image: Any, opts: DehazeOptions, out: tuple[np.ndarray, np.ndarray] | None, carry: Carry,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         image = as_array(image)
         layout = describe_layout(tuple(np.shape(image)), opts.channel_axis)
@@ -199,12 +208,17 @@ class Dehazer:
         scaler = FrameScaler(image, layout, opts.value_range)
         stack = frames(image, layout)
         n = layout.n_frames
-        k = max(1, min(batch_size, BATCH_PIXELS // max(1, layout.height * layout.width),
-                       self.estimator.max_batch or batch_size))
-        state = _State()
+        k = self.batch_frames(layout.height, layout.width, batch_size)
+        first = carry.frame
+        if not 0 <= first <= n:
+            raise ValueError(f"cannot carry on at frame {first} of a stack of {n}")
+        # a carried-on run starts with the smoothing state its partial output recorded; the network
+        # runs on its first frame (a keyframe of the schedule too: keyframes fall on batch bounds)
+        state = _State(airlight=None if carry.airlight is None else np.asarray(carry.airlight, np.float32),
+                       scale=None if carry.scale is None else float(carry.scale))
         eight = params.uint8 and self._eight_bit(scaler, layout)
-        for start in range(0, n, k):
-            idx = range(start, min(n, start + k))
+        for start in [s for s in (first, *range((first // k + 1) * k, n, k)) if s < n]:
+            idx = range(start, min(n, (start // k + 1) * k))
             with self._threads():  # counted again per batch: the load of other programs comes and goes
                 if eight:  # 8-bit RGB to 8-bit: the frames as they are, no float copy
                     inputs = [np.ascontiguousarray(np.asarray(stack[i])[..., :3]) for i in idx]

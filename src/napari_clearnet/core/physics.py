@@ -195,9 +195,9 @@ def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     if r == 0:
         return x
     if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
-        from . import fused  # compiled kernels: the same numbers, without the padded copies
+        from . import kernels  # compiled: the same numbers, without the padded copies
 
-        out = fused.box_1d(x.detach().numpy(), r, dim - x.dim())
+        out = kernels.box_1d(x.detach().numpy(), r, dim - x.dim())
         if out is not None:
             return torch.from_numpy(out)
     c = x.cumsum(dim, dtype=torch.float64) if x.dtype != torch.float64 else x.cumsum(dim)

@@ -24,7 +24,7 @@ from .options import DehazeOptions
 if TYPE_CHECKING:  # the run loop drives any Dehazer; engine imports this module, not the reverse
     from .engine import Dehazer
 
-__all__ = ["DehazeResult", "FrameResult", "Progress", "drive", "run"]
+__all__ = ["Carry", "DehazeResult", "FrameResult", "Progress", "drive", "run"]
 
 @dataclass
 class FrameResult:
@@ -39,6 +39,17 @@ class FrameResult:
     scale: float | None = None
     value_range: tuple[float, float] | None = None
     sources: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Carry:
+    """Where a run carries on: at ``frame``, with temporal smoothing's state after the frame before
+    it (that frame's ``airlight`` and haze amount ``scale``, as its :class:`FrameResult` gave them).
+    An interrupted clip is continued with the state its partial output recorded."""
+
+    frame: int = 0
+    airlight: Any = None
+    scale: float | None = None
 
 
 #: what :func:`run` yields: (frames done, n_frames)
@@ -92,6 +103,7 @@ def run(
     *,
     provenance: dict[str, Any] | None = None,
     sink: Sink | None = None,
+    carry: Carry | None = None,
     **changes: Any,
 ) -> Generator[Progress, None, DehazeResult]:
     """Dehaze ``image`` with ``dehazer``, yielding ``(frames done, n_frames)`` (first ``(0, n)``)
@@ -106,7 +118,9 @@ def run(
     (H, W, 3) RGB, t as (H, W), its buffers the sink's to keep) goes to it as soon as it is done and
     nothing else is kept but A, so a clip of any length runs in the memory of a few frames.
     Without a sink, results that would not fit in the memory available are refused before any
-    work (:func:`~napari_clearnet.limits.check_memory`).
+    work (:func:`~napari_clearnet.limits.check_memory`). ``carry`` (a :class:`Carry`, with a
+    sink) starts at its frame with its smoothing state; the frames before it are not dehazed (their
+    A is NaN) and the first yield is ``(carry.frame, n_frames)``.
     """
     start = time.perf_counter()
     opts = DehazeOptions.of(options, changes)
@@ -116,6 +130,8 @@ def run(
     keep = sink is None
     eight = opts.output_dtype == "uint8"
     with_t = opts.with_transmission
+    if carry is not None and carry.frame and keep:
+        raise ValueError("carrying on a run needs a sink (its frames stream into a file)")
     if keep:  # G9: J and t of every frame are held: refuse what the machine cannot hold, up front
         per_frame = h * w * ((3 if eight else 12) + 4 * (1 + opts.with_raw))
         check_memory(n * per_frame, f"the results (J and t, float32) of {n} frame(s) of {w}×{h}",
@@ -123,12 +139,12 @@ def run(
                      "frames into a file), or pass fewer frames at a time")
     j = np.empty((n, h, w, 3), np.uint8 if eight else np.float32) if keep else None
     t = np.empty((n, h, w), np.float32) if keep else None  # made with J; dropped at the end without with_t
-    a = np.empty((n, 3), np.float32)
+    a = np.full((n, 3), np.nan, np.float32)
     raw = np.empty((n, h, w), np.float32) if opts.with_raw and keep else None
     points: list[np.ndarray] = []
     out = (j, t) if keep else None
-    frames = dehazer.iter_frames(image, opts.replace(channel_axis=layout.channel_axis), out=out)
-    yield 0, n
+    frames = dehazer.iter_frames(image, opts.replace(channel_axis=layout.channel_axis), out=out, carry=carry)
+    yield (0 if carry is None else carry.frame), n
     for i, total, res in frames:
         a[i] = res.airlight  # J and t were written into j[i] and t[i] (or go to the sink)
         if sink is not None:
