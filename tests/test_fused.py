@@ -279,3 +279,22 @@ def test_the_gpu_bench_script_runs_here_on_the_cpu(tmp_path) -> None:
     text = (tmp_path / "bench.txt").read_text()
     assert "re-encode only" in text and "clearnet-8bit" in text
     assert "gpu" in (tmp_path / "gpu.txt").read_text()
+
+
+def test_importing_the_package_first_shortens_openmp_spinning_unless_told_otherwise() -> None:
+    """GOMP_SPINCOUNT is set for torch's OpenMP when the package is imported before torch; a
+    user's own value, or torch already loaded, is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, napari_clearnet, torch; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+
+    def spin(src: str, **extra: str) -> str:
+        return subprocess.run([sys.executable, "-c", src], env={**env, **extra}, capture_output=True,
+                              text=True, check=True, timeout=120).stdout.strip()
+
+    assert spin(code) == "10000"
+    assert spin(code, GOMP_SPINCOUNT="300000") == "300000"
+    assert spin("import os, torch, napari_clearnet; print(os.environ.get('GOMP_SPINCOUNT'))") == "None"

@@ -9,12 +9,21 @@ Importing the package is cheap: the names below are loaded on first use (PEP 562
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _moved
 from ._version import __version__
 
 _moved.install()
+
+if "torch" not in sys.modules:
+    # torch's OpenMP threads spin for a while after every parallel operation; on a small machine
+    # that spinning takes the cores the 8-bit kernels, the video encoder and other programs want
+    # (1 MP 8-bit: 13-15 ms instead of 15-18; docs/benchmarks.md). A shorter spin is read once,
+    # when torch loads its OpenMP: only if torch is not loaded yet, and never over the user's own.
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 #: public name → the module that defines it (relative to this package)
 _PUBLIC: dict[str, str] = {
