@@ -298,3 +298,16 @@ def test_importing_the_package_first_shortens_openmp_spinning_unless_told_otherw
     assert spin(code) == "10000"
     assert spin(code, GOMP_SPINCOUNT="300000") == "300000"
     assert spin("import os, torch, napari_clearnet; print(os.environ.get('GOMP_SPINCOUNT'))") == "None"
+
+
+def test_a_clip_read_with_hardware_decoding_asked_gives_the_same_frames(tmp_path) -> None:
+    """VideoReader(hwaccel="cuda") (what a GPU run uses: NVDEC where FFmpeg can) gives the frames
+    software decoding gives; here, with no such device, through the software fallback."""
+    from _common import write_clip
+
+    from napari_clearnet.video.reader import VideoReader
+
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    with VideoReader(clip) as soft, VideoReader(clip, hwaccel="cuda", readahead=2) as hard:
+        a, b = np.stack(list(soft)), np.stack(list(hard))
+    assert a.shape == b.shape and np.array_equal(a, b)

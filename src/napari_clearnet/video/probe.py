@@ -115,10 +115,20 @@ class ClipInfo:
         return None
 
 
-def open_container(path: Path) -> Any:
+def open_container(path: Path, hwaccel: str | None = None) -> Any:
+    """The clip opened for reading; ``hwaccel`` (e.g. "cuda": NVDEC) decodes on that device where
+    FFmpeg can, and in software where it cannot (the frames are the same either way)."""
     import av
 
     try:
+        if hwaccel:
+            from av.codec.hwaccel import HWAccel
+
+            try:
+                accel = HWAccel(device_type=hwaccel, allow_software_fallback=True)
+                return av.open(str(path), "r", hwaccel=accel)
+            except (av.FFmpegError, ValueError, NotImplementedError):
+                pass  # no such device here: software decoding
         return av.open(str(path), "r")
     except av.FFmpegError as exc:
         raise _error(path, f"not a readable video ({exc.strerror or exc}); a truncated file whose index is "

@@ -77,8 +77,10 @@ class _Cursor:
     index from ``start`` on is given once, in order: a frame the decoder does not give is repeated
     from the one before it (:class:`_Damage`)."""
 
-    def __init__(self, info: ClipInfo, start: int, readahead: int, damage: _Damage) -> None:
+    def __init__(self, info: ClipInfo, start: int, readahead: int, damage: _Damage,
+                 hwaccel: str | None = None) -> None:
         self.info = info
+        self.hwaccel = hwaccel
         self.next = start
         self._damage = damage
         self._stop = threading.Event()
@@ -154,7 +156,7 @@ class _Cursor:
         import av
 
         info = self.info
-        with _open(info.path) as c:
+        with _open(info.path, self.hwaccel) as c:
             v = c.streams[info.stream_index] if info.stream_index is not None else c.streams.video[0]
             v.thread_type = "AUTO"
             ctx = v.codec_context
@@ -258,10 +260,12 @@ class VideoReader:
     ndim = 4
 
     def __init__(self, path: str | os.PathLike, *, readahead: int = 0, info: ClipInfo | None = None,
-                 damaged: str = "repeat", warn: bool = True) -> None:
+                 damaged: str = "repeat", warn: bool = True, hwaccel: str | None = None) -> None:
         if damaged not in DAMAGED:
             raise ValueError(f"damaged must be one of {', '.join(DAMAGED)}, got {damaged!r}")
         self.info = info or probe(path)
+        #: decode on this device where FFmpeg can ("cuda": NVDEC), in software elsewhere
+        self.hwaccel = hwaccel
         self.readahead = int(readahead)
         self.damaged, self.warn = damaged, warn
         self._damage = _Damage(self.info, damaged, warn)
@@ -284,11 +288,13 @@ class VideoReader:
         return self.info.n_frames
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"info": self.info, "readahead": self.readahead, "damaged": self.damaged, "warn": self.warn}
+        return {"info": self.info, "readahead": self.readahead, "damaged": self.damaged, "warn": self.warn,
+                "hwaccel": self.hwaccel}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["info"].path, readahead=state["readahead"], info=state["info"],  # type: ignore[misc]
-                      damaged=state.get("damaged", "repeat"), warn=state.get("warn", True))
+                      damaged=state.get("damaged", "repeat"), warn=state.get("warn", True),
+                      hwaccel=state.get("hwaccel"))
 
     def __enter__(self) -> VideoReader:
         return self
@@ -318,7 +324,7 @@ class VideoReader:
             if cur is None or cur.next > i or key > cur.next:  # behind us, or a keyframe is nearer
                 if cur is not None:
                     cur.close()
-                cur = self._cursor = _Cursor(self.info, i, self.readahead, self._damage)
+                cur = self._cursor = _Cursor(self.info, i, self.readahead, self._damage, self.hwaccel)
             while True:
                 j, arr = cur.take()
                 arr.flags.writeable = False

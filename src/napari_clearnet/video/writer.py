@@ -141,7 +141,9 @@ def dehaze_video(
     comment = tag_text(source_fingerprint) if source_fingerprint else None
     targets = {role: Path(p) for role, p in (("image", target), ("transmission", transmission))
                if p is not None}
-    with VideoReader(source, readahead=QUEUE_FRAMES, damaged=damaged, warn=False) as reader:
+    # on a GPU the clip is decoded there too (NVDEC, where FFmpeg can; software otherwise)
+    hwaccel = "cuda" if dehazer.device.type == "cuda" else None
+    with VideoReader(source, readahead=QUEUE_FRAMES, damaged=damaged, warn=False, hwaccel=hwaccel) as reader:
         info = reader.info
         width = info.width * (2 if side_by_side else 1)
         check_encodable(source, width, info.height, side_by_side)
