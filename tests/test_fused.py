@@ -202,12 +202,14 @@ def test_8bit_photos_are_written_through_the_8bit_path(tmp_path, monkeypatch) ->
     real = engine.Dehazer.iter_frames
 
     def spy(self, image, options=None, *, out=None, carry=None, **kw):
-        seen.append((options or api.DehazeOptions()).replace(**kw).output_dtype)
+        o = (options or api.DehazeOptions()).replace(**kw)
+        seen.append((o.output_dtype, o.with_transmission))
         return real(self, image, options, out=out, carry=carry, **kw)
 
     monkeypatch.setattr(engine.Dehazer, "iter_frames", spy)
     dehaze_files([tmp_path / "a.png"], tmp_path / "out", BatchOptions(device="cpu"), progress=False)
-    assert seen[-1] == "uint8"  # (the first: the weights check of a fresh load, on a float image)
+    # (the first: the weights check of a fresh load, on a float image); t only when it is written
+    assert seen[-1] == ("uint8", False)
     written = np.asarray(Image.open(tmp_path / "out" / "a_dehazed.png"))
     ref = _to8(api.load_model(device="cpu").dehaze(img).image)
     assert np.abs(written.astype(int) - ref).max() <= 1

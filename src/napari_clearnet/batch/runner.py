@@ -175,7 +175,8 @@ def process_file(dehazer: Dehazer, plan: Planned, opts: BatchOptions) -> list[Pa
     eight = (arr.dtype == np.uint8 and depth == 8 and not opts.side_by_side
              and opts.value_range in (None, (0.0, 255.0)))
     result = dehazer.dehaze(arr, opts.dehaze_options(clip=False).replace(
-        channel_axis=layout.channel_axis, output_dtype="uint8" if eight else "float32"))
+        channel_axis=layout.channel_axis, output_dtype="uint8" if eight else "float32",
+        with_transmission=plan.transmission is not None))  # t only where it is written
     image = result.image
     if layout.channel_axis is not None and layout.channel_axis != arr.ndim - 1:
         image = np.moveaxis(image, layout.channel_axis, -1)  # files hold channels last

@@ -84,9 +84,9 @@ def measure(
         dehazer = api.load_model(method=method.removesuffix("-bf16").removesuffix("-8bit"), device=device,
                                  half=half)
         kw = {}
-        if method == "clearnet-8bit":  # an 8-bit photo (a JPEG) to an 8-bit result
-            image = (image * 255 + 0.5).astype(np.uint8)
-            kw = {"output_dtype": "uint8"}
+        if method == "clearnet-8bit":  # an 8-bit photo (a JPEG) to an 8-bit result, as
+            image = (image * 255 + 0.5).astype(np.uint8)  # `clearnet dehaze` makes it: J, no t
+            kw = {"output_dtype": "uint8", "with_transmission": False}
 
         def run() -> tuple[int, ...]:
             return dehazer.dehaze(image, **kw).image.shape

@@ -8,7 +8,11 @@ what is the same for every method:
 * temporal smoothing, with one path: each frame's A and haze amount s blend with the previous
   frame's, and the frames whose A or s moved are estimated again with the blended values;
 * the user's adjustments of t (``strength``, ``sky_protection``);
-* recovery at full resolution, in strips of rows, so only strip-sized temporaries exist.
+* along a stack, the network on every ``network_every``-th frame (and at a scene cut), its
+  per-image heads reused in between;
+* recovery at full resolution, in strips of rows, so only strip-sized temporaries exist; 8-bit RGB
+  with ``output_dtype="uint8"`` takes the 8-bit path instead (:mod:`.fused`: uint8 in, uint8 out,
+  one pass).
 
 Loading weights and the public ``dehaze()`` are one layer up, in :mod:`napari_clearnet.api`;
 every front end drives :func:`napari_clearnet.core.run.run`, which drives :meth:`Dehazer.iter_frames`.
@@ -168,7 +172,7 @@ class Dehazer:
         image: Any,
         options: DehazeOptions | None = None,
         *,
-        out: tuple[np.ndarray, np.ndarray] | None = None,
+        out: tuple[np.ndarray, np.ndarray | None] | None = None,
         carry: Carry | None = None,
         **changes: Any,
     ) -> Iterator[tuple[int, int, FrameResult]]:
@@ -177,7 +181,7 @@ class Dehazer:
         with keyword ``changes`` on top) say how; ``temporal_smoothing`` in [0, 1) blends each
         frame's A and haze amount s with the previous frame's (exponential moving average) so a
         clip does not flicker; batched or not, the results are the same. ``out`` = (J (n, H, W, 3),
-        t (n, H, W)) float32 arrays receive the frames in place of new ones. ``carry`` starts at
+        t (n, H, W) or None) float32 arrays receive the frames in place of new ones. ``carry`` starts at
         its frame with its smoothing state (an interrupted clip carried on); batches keep the
         bounds a run from frame 0 has, so a carry at a multiple of :meth:`batch_frames` gives
         that run's frames bit for bit.
@@ -192,7 +196,7 @@ class Dehazer:
                           self.estimator.max_batch or batch_size))
 
     def _iter_frames(
-        self, image: Any, opts: DehazeOptions, out: tuple[np.ndarray, np.ndarray] | None, carry: Carry,
+        self, image: Any, opts: DehazeOptions, out: tuple[np.ndarray, np.ndarray | None] | None, carry: Carry,
     ) -> Iterator[tuple[int, int, FrameResult]]:
         image = as_array(image)
         layout = describe_layout(tuple(np.shape(image)), opts.channel_axis)
@@ -200,7 +204,7 @@ class Dehazer:
         params = _Params(
             t0=self.estimator.recovery_t0(opts.t0), strength=opts.strength,
             sky_protection=self.resolve_sky(opts.sky_protection), with_raw=opts.with_raw,
-            strip_pixels=opts.strip_pixels, with_t=opts.with_transmission or out is not None,
+            strip_pixels=opts.strip_pixels, with_t=opts.with_transmission,
             uint8=opts.output_dtype == "uint8", every=opts.network_every,
         )
         a_fixed = None if opts.airlight is None else np.asarray(opts.airlight, np.float32)
@@ -225,7 +229,8 @@ class Dehazer:
                 else:
                     scaled = scaler.scale([stack[i] for i in idx], idx[0])
                     inputs = [frame_rgb(f, layout.channels) for f in scaled]
-                slots = [None if out is None else (out[0][i], out[1][i]) for i in idx]
+                slots = [None if out is None else (out[0][i], None if out[1] is None else out[1][i])
+                         for i in idx]
                 batch = self._batch(inputs, eight, a_fixed, state, smoothing, params, slots, start, n > 1)
                 for i, res in zip(idx, batch, strict=True):
                     res.value_range = scaler.range
@@ -319,9 +324,11 @@ class Dehazer:
         """J and t of one float frame (strips of rows, :func:`~.recovery.recover_frame`); J as
         uint8 when the run asks for it."""
         rows = self.estimator.rows_at_full_resolution(low, t, tuple(x.shape[-2:]), self.buffers)
-        into = slot
-        if slot is not None and slot[0].dtype != np.float32:  # a uint8 result: float J goes to scratch
-            into = (np.empty(slot[0].shape, np.float32), slot[1])
+        into = None
+        if slot is not None:  # a uint8 result's float J, or a t not kept, go to scratch
+            height, width = x.shape[-2:]
+            into = (slot[0] if slot[0].dtype == np.float32 else np.empty((height, width, 3), np.float32),
+                    slot[1] if slot[1] is not None else np.empty((height, width), np.float32))
         j_out, t_out = recover_frame(x, rows, airlight, params.t0, params.strip_pixels, into, self.buffers)
         if params.uint8:
             j8 = fused.to_uint8(j_out, torch.get_num_threads())

@@ -133,12 +133,12 @@ def run(
     if carry is not None and carry.frame and keep:
         raise ValueError("carrying on a run needs a sink (its frames stream into a file)")
     if keep:  # G9: J and t of every frame are held: refuse what the machine cannot hold, up front
-        per_frame = h * w * ((3 if eight else 12) + 4 * (1 + opts.with_raw))
+        per_frame = h * w * ((3 if eight else 12) + 4 * (with_t + opts.with_raw))
         check_memory(n * per_frame, f"the results (J and t, float32) of {n} frame(s) of {w}×{h}",
                      "dehaze clips with napari_clearnet.dehaze_video or `clearnet dehaze` (they stream "
                      "frames into a file), or pass fewer frames at a time")
     j = np.empty((n, h, w, 3), np.uint8 if eight else np.float32) if keep else None
-    t = np.empty((n, h, w), np.float32) if keep else None  # made with J; dropped at the end without with_t
+    t = np.empty((n, h, w), np.float32) if keep and with_t else None
     a = np.full((n, 3), np.nan, np.float32)
     raw = np.empty((n, h, w), np.float32) if opts.with_raw and keep else None
     points: list[np.ndarray] = []
@@ -169,7 +169,7 @@ def run(
         sources = np.concatenate([np.zeros((0, len(fs) + 2)), *points]).astype(np.float32)
     return DehazeResult(
         image=None if j is None else restore_layout(j, image, layout, opts.value_range),
-        transmission=None if t is None or not with_t else t.reshape((*fs, h, w)),
+        transmission=None if t is None else t.reshape((*fs, h, w)),
         airlight=a.reshape((*fs, 3)),
         provenance=record,
         transmission_raw=None if raw is None else raw.reshape((*fs, h, w)),
