@@ -38,10 +38,8 @@ __all__ = ["aa_weights", "available", "recover", "recover_tensor", "reduce", "re
 _F = np.float32
 
 
-def available() -> bool:
-    """Whether the compiled kernels run here (numba importable, not turned off with
-    ``CLEARNET_NO_NUMBA=1``); else the 8-bit path runs in torch."""
-    return kernels.compiled() is not None
+#: whether the compiled kernels run here (else the 8-bit path runs in torch)
+available = kernels.available
 
 
 # ---------------------------------------------------------------------- weights
