@@ -313,3 +313,21 @@ def test_a_clip_read_with_hardware_decoding_asked_gives_the_same_frames(tmp_path
     with VideoReader(clip) as soft, VideoReader(clip, hwaccel="cuda", readahead=2) as hard:
         a, b = np.stack(list(soft)), np.stack(list(hard))
     assert a.shape == b.shape and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (7, 1, 3), (2, 2, 3), (3, 700, 3), (30, 2, 4)])
+def test_tiny_and_thin_8bit_images(clearnet: engine.Dehazer, shape) -> None:
+    """The 8-bit path on a pixel, a row, a column and thin strips: the float path rounded."""
+    img = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    got = clearnet.dehaze(img, output_dtype="uint8").image
+    want = _to8(np.clip(clearnet.dehaze(img).image, 0, 1))
+    assert got.shape == img.shape and np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_odd_memory_layouts_and_strength_zero_in_8_bits(clearnet: engine.Dehazer) -> None:
+    img = _photo(40, 50)
+    want = clearnet.dehaze(img, output_dtype="uint8").image
+    assert np.array_equal(clearnet.dehaze(np.asfortranarray(img), output_dtype="uint8").image, want)
+    flipped = clearnet.dehaze(np.ascontiguousarray(img[::-1]), output_dtype="uint8").image
+    assert np.array_equal(clearnet.dehaze(img[::-1], output_dtype="uint8").image, flipped)
+    assert np.array_equal(clearnet.dehaze(img, output_dtype="uint8", strength=0).image, img)
