@@ -10,21 +10,15 @@ its x264 thread count), then the file is decoded again and compared with the fra
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from napari_clearnet.bench.video import make_clip, parse_shape
+from napari_clearnet.bench.video import make_clip, parse_shape, psnr8
 from napari_clearnet.video.reader import VideoReader
 from napari_clearnet.video.writer import PRESETS, Encoding, VideoWriter, encoder_threads
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
 def main() -> None:
@@ -50,7 +44,7 @@ def main() -> None:
                     writer.write(i, (f,))
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             with VideoReader(out) as back:
-                quality = float(np.mean([psnr(a, b) for a, b in zip(back, frames, strict=True)]))
+                quality = float(np.mean([psnr8(a, b) for a, b in zip(back, frames, strict=True)]))
             mbit_s = out.stat().st_size * 8 / (n / float(info.rate)) / 1e6
             rows.append((preset, n / wall, 1000 * cpu / n, mbit_s, quality))
     threads = encoder_threads()

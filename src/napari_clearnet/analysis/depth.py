@@ -111,13 +111,7 @@ class HazeDepth:
                 "sky_protection=0")
         rgb = None
         if image is not None:  # on the engine's scale: a uint8 image is not 255 times too bright
-            arr = as_array(image)
-            layout = describe_layout(tuple(np.shape(arr)), channel_axis)
-            if layout.n_frames != 1:
-                raise ValueError(f"image= is the one image of the result; this array holds "
-                                 f"{layout.n_frames} frames (shape {tuple(np.shape(arr))})")
-            scaled = frame(arr, 0, layout, value_range)
-            rgb = frame_rgb(scaled, layout.channels)
+            rgb = _one_rgb(image, channel_axis, value_range, "image= is the one image of the result", "")
             if rgb.shape[:2] != t.shape:
                 raise ValueError(f"image= has {rgb.shape[1]}×{rgb.shape[0]} pixels, the result's map "
                                  f"{t.shape[1]}×{t.shape[0]}: pass the image the result was made from")
@@ -225,17 +219,23 @@ class HazeDepth:
         return DepthFit(beta, se, s, tuple(readings), max_depth, tuple(notes))
 
 
+def _one_rgb(image: Any, channel_axis: int | str | None, value_range: Any, what: str,
+             hint: str) -> np.ndarray:
+    """The one image of ``image`` as (H, W, 3) float32 on the engine's scale (:func:`frame`); an
+    array of more frames is refused with ``what`` and ``hint`` around its frame count."""
+    arr = as_array(image)
+    layout = describe_layout(tuple(np.shape(arr)), channel_axis)
+    if layout.n_frames != 1:
+        raise ValueError(f"{what}; this array holds {layout.n_frames} frames (shape "
+                         f"{tuple(np.shape(arr))}){hint}")
+    return frame_rgb(frame(arr, 0, layout, value_range), layout.channels)
+
+
 def estimate(dehazer: Dehazer, image: Any, *, channel_axis: int | str | None = "auto",
              value_range: Any = None) -> Generator[Progress, None, HazeDepth]:
     """The haze depth of one image, as a generator of the run loop's progress (for workers); the
     method's own t: no sky protection, strength 1 (both change t on purpose)."""
-    image = as_array(image)
-    layout = describe_layout(tuple(np.shape(image)), channel_axis)
-    if layout.n_frames != 1:
-        raise ValueError(f"haze depth reads one image; this array holds {layout.n_frames} frames (shape "
-                         f"{tuple(np.shape(image))}): pass one of them")
-    scaled = frame(image, 0, layout, value_range)
-    rgb = frame_rgb(scaled, layout.channels)
+    rgb = _one_rgb(image, channel_axis, value_range, "haze depth reads one image", ": pass one of them")
     own_t = DehazeOptions(channel_axis=-1, value_range=(0.0, 1.0), sky_protection=0.0, strength=1.0)
     res = yield from run(dehazer, rgb, own_t)
     return HazeDepth(res.transmission, res.airlight, dehazer.estimator.t_floor, rgb, 0.0, res.provenance)

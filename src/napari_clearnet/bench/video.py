@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_CLIP", "clip_worker", "make_clip", "measure_clip", "parse_shape", "reencode"]
+__all__ = ["DEFAULT_CLIP", "clip_worker", "make_clip", "measure_clip", "parse_shape", "psnr8", "reencode"]
 
 #: frames, height, width of the clip measured unless --clip says otherwise (1080p)
 DEFAULT_CLIP = (48, 1080, 1920)
@@ -106,7 +106,8 @@ def reencode(source: Path, target: Path) -> int:
     return writer.frames
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+def psnr8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (capped where they are equal, so a mean stays finite)."""
     mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
     return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
@@ -164,11 +165,11 @@ def clip_worker(frames: int, height: int, width: int, repeats: int, device: str)
             got: list[np.ndarray] = []
             only(k, lambda i, r, got=got: got.append(r.image))
             outs[k] = got
-            quality[f"every_{k}_psnr"] = float(np.mean([_psnr(j, c) for j, c in zip(got, clear,
+            quality[f"every_{k}_psnr"] = float(np.mean([psnr8(j, c) for j, c in zip(got, clear,
                                                                                      strict=True)]))
-        quality["hazy_psnr"] = float(np.mean([_psnr(h, c) for h, c in zip(decoded, clear, strict=True)]))
+        quality["hazy_psnr"] = float(np.mean([psnr8(h, c) for h, c in zip(decoded, clear, strict=True)]))
         quality["schedule_vs_every_frame_psnr"] = float(np.mean(
-            [_psnr(a, b) for a, b in zip(outs[every], outs[1], strict=True)])) if every != 1 else None
+            [psnr8(a, b) for a, b in zip(outs[every], outs[1], strict=True)])) if every != 1 else None
     fps = {name: frames / _median(ts) for name, ts in times.items()}
     per_frame = {"decode": decode[1], "network": stages.get("network", 0.0),
                  "full_resolution": stages.get("full_resolution", 0.0), "encode": encode[1]}
