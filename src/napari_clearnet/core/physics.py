@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 __all__ = [
     "airlight_top_dark",
     "apply_strength",
@@ -195,8 +197,7 @@ def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     if r == 0:
         return x
     if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
-        from . import kernels  # compiled: the same numbers, without the padded copies
-
+        # compiled: the same numbers, without the padded copies
         out = kernels.box_1d(x.detach().numpy(), r, dim - x.dim())
         if out is not None:
             return torch.from_numpy(out)

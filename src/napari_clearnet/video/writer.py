@@ -224,7 +224,7 @@ class _Clip:
                 if "transmission" in writers:
                     writers["transmission"].write(i, (res.transmission,))
 
-            from ..core import threads
+            from ..core import threads  # here: it loads torch, which `clearnet --help` must not
 
             # one chunk per frame (no thread pool per frame); the engine leaves the encoder its cores
             cap = (os.cpu_count() or 1) - encoder_threads()
