@@ -5,6 +5,7 @@ allocator's settings change a single output bit."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -152,3 +153,75 @@ def test_allocator_settings_and_busy_cores_change_no_output() -> None:
         loaded = run({})
     assert plain == tuned == loaded
     assert len(plain.split()) == 4
+
+
+def test_kernel_bands_cover_every_row_once_whichever_thread_takes_them() -> None:
+    from napari_clearnet.core import kernels
+
+    for height, n, rows in ((1, 2, 64), (63, 2, 64), (65, 2, 64), (3000, 2, 64), (1001, 3, 8)):
+        taken: list[tuple[int, int, int]] = []
+
+        def fn(r0: int, r1: int, taken: list = taken) -> None:
+            taken.append((r0, r1, threading.get_ident()))  # list.append is atomic
+            time.sleep(0.0005)
+
+        kernels.bands(height, n, fn, rows=rows)
+        spans = sorted((r0, r1) for r0, r1, _ in taken)
+        assert spans[0][0] == 0 and spans[-1][1] == height
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), spans
+        assert all(r1 - r0 >= min(rows, height) for r0, r1 in spans[:-1])
+        if height >= n * rows * 2:  # more bands than threads: a slowed thread can leave its share
+            assert len(spans) > n
+
+
+def test_a_thread_slowed_by_another_program_takes_fewer_bands() -> None:
+    """One equal band per thread made every call wait for the thread that shared a busy core."""
+    from napari_clearnet.core import kernels
+
+    me = threading.get_ident()
+    per_thread: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def fn(r0: int, r1: int) -> None:
+        slow = threading.get_ident() == me  # the calling thread plays the one on a busy core
+        time.sleep(0.02 if slow else 0.002)
+        with lock:
+            per_thread[threading.get_ident()] = per_thread.get(threading.get_ident(), 0) + 1
+
+    kernels.bands(64 * 16, 2, fn, rows=64)
+    assert sum(per_thread.values()) == 16
+    assert per_thread[me] < max(v for k, v in per_thread.items() if k != me)
+
+
+def test_a_failing_band_is_raised_after_the_others_finish() -> None:
+    from napari_clearnet.core import kernels
+
+    def fn(r0: int, r1: int) -> None:
+        if r0 == 0:
+            raise ValueError("band 0")
+
+    with pytest.raises(ValueError, match="band 0"):
+        kernels.bands(1024, 2, fn, rows=64)
+
+
+@TWO_CORES
+def test_the_kernels_keep_both_threads_when_a_core_is_busy_but_not_the_users_count(
+    torch_threads, monkeypatch
+) -> None:
+    """Banded work takes whichever thread is free, so a busy core costs it a share of one thread,
+    not a whole one; torch's own work still drops to the free cores."""
+    torch.set_num_threads(threads._DEFAULT)
+    with busy_cores(1):
+        deadline = time.monotonic() + 5
+        while (threads.busy_cores() or 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with threads.adapted() as n:
+            assert n < threads._DEFAULT
+            assert threads.banded() == min(threads._DEFAULT, threads._cores())
+        with threads.capped(1), threads.adapted():
+            assert threads.banded() == 1  # a clip's encoder keeps its cores
+    torch.set_num_threads(1)  # the user's choice wins
+    assert threads.banded() == 1
+    torch.set_num_threads(threads._DEFAULT)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.banded() == torch.get_num_threads()

@@ -272,7 +272,7 @@ class Dehazer:
         est = self.estimator
         clock = self.stage_cpu
         tick = time.process_time() if clock is not None else 0.0
-        threads_now = torch.get_num_threads()
+        threads_now = threads.banded() if self.device.type == "cpu" else 1  # the kernels' bands
         if eight and self._kernels:
             xs = [torch.from_numpy(f) for f in inputs]  # (H, W, 3) uint8, only read
             lows_list = [torch.from_numpy(fused.reduce(f, est.working_shape(*f.shape[:2]), threads_now))
@@ -331,7 +331,7 @@ class Dehazer:
                     slot[1] if slot[1] is not None else np.empty((height, width), np.float32))
         j_out, t_out = recover_frame(x, rows, airlight, params.t0, params.strip_pixels, into, self.buffers)
         if params.uint8:
-            j8 = fused.to_uint8(j_out, torch.get_num_threads())
+            j8 = fused.to_uint8(j_out, threads.banded())
             if slot is not None:
                 slot[0][...] = j8
                 j8 = slot[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
@@ -22,6 +23,9 @@ __all__ = ["BAND_ROWS", "available", "bands", "box_1d", "compiled"]
 _F = np.float32
 #: rows of the frame per task (a task per band keeps threads busy and caches warm)
 BAND_ROWS = 64
+#: bands per thread in :func:`bands`: enough that a thread slowed by another program's load
+#: leaves its share to the others, few enough that handing them out costs nothing
+BANDS_PER_THREAD = 8
 
 
 @lru_cache(maxsize=1)
@@ -198,18 +202,36 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def bands(height: int, threads: int, fn: Any, rows: int = BAND_ROWS) -> None:
-    """Run ``fn(r0, r1)`` over ``threads`` bands of rows (at least ``rows`` each), this thread
-    taking the first."""
-    threads = max(1, min(threads, math.ceil(height / rows)))
+    """Run ``fn(r0, r1)`` over bands of rows (at least ``rows`` each) on ``threads`` threads,
+    this thread one of them.
+
+    The bands are many more than the threads (:data:`BANDS_PER_THREAD` each) and every thread takes
+    the next one free: where another program keeps a core busy, the thread that shares it does
+    fewer bands instead of holding everyone up with an equal share (one equal band per thread took
+    twice as long on one free core of two)."""
+    count = max(1, min(threads * BANDS_PER_THREAD, height // max(1, rows)))
+    threads = max(1, min(threads, count))
     if threads == 1:
         fn(0, height)
         return
-    step = math.ceil(height / threads)
-    spans = [(r, min(height, r + step)) for r in range(0, height, step)]
-    futures = [_pool().submit(fn, r0, r1) for r0, r1 in spans[1:]]
-    fn(*spans[0])
-    for f in futures:
-        f.result()
+    step = math.ceil(height / count)
+    spans = iter([(r, min(height, r + step)) for r in range(0, height, step)])
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                span = next(spans, None)
+            if span is None:
+                return
+            fn(*span)
+
+    futures = [_pool().submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        for f in futures:  # every band is done (or failed) before the caller reads the output
+            f.result()
 
 
 def box_1d(x: np.ndarray, r: int, axis: int) -> np.ndarray | None:

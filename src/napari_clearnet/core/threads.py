@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["adapted", "busy_cores", "capped", "enabled", "free_cores"]
+__all__ = ["adapted", "banded", "busy_cores", "capped", "enabled", "free_cores"]
 
 #: torch's own default when this module was imported (before anyone could change it)
 _DEFAULT = torch.get_num_threads()
@@ -101,6 +101,20 @@ def free_cores() -> int:
     busy = busy_cores()
     free = _cores() - (busy or 0)
     return max(1, min(_DEFAULT, free, *_cap))
+
+
+def banded() -> int:
+    """Threads for work cut into many small bands that whichever thread is free takes next (the
+    compiled kernels, :func:`~.kernels.bands`): there another program's load only slows the
+    thread that shares its core, which then takes fewer bands, so such work uses every core this
+    process may run on (within a :func:`capped` block's cap) rather than :func:`free_cores`.
+    With one of two cores busy that is about 4/3 of a core instead of one. The user's own
+    thread count (see :func:`enabled`) is kept."""
+    with _LOCK:
+        managed = _state["managed"] if _state["depth"] else int(enabled())
+        if not managed:
+            return torch.get_num_threads()
+        return max(1, min(_DEFAULT, _cores(), *_cap))
 
 
 @contextmanager
