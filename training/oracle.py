@@ -33,6 +33,7 @@ __all__ = [
     "beta_bins",
     "edge_band_mask",
     "edge_band_psnr",
+    "halo_levels",
     "haze_free_psnr",
     "read_betas",
     "strength_sweep",
@@ -88,6 +89,34 @@ def edge_band_psnr(image: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> tuple
     return _masked_psnr(image, gt, mask), _masked_psnr(image, gt, ~mask)
 
 
+def halo_levels(image: np.ndarray, gt: np.ndarray, mask: np.ndarray, flat: float = 0.02) -> float:
+    """How much darker or brighter a method leaves the flat regions next to strong edges than the
+    same regions a little further out, in 8-bit levels of luma error (0: no halo; NaN where the
+    clear image has no such flat regions).
+
+    ``mask`` is :func:`edge_band_mask`'s band; "further out" is a ring as wide again around it.
+    Only pixels where the clear image is locally flat (luma std over 7x7 below ``flat``: skies,
+    walls) count, so the edges' own detail does not; rows are compared one by one."""
+    luma = np.asarray(gt, np.float64)[..., :3].mean(-1)
+    mean = ndimage.uniform_filter(luma, 7)
+    std = np.sqrt(np.clip(ndimage.uniform_filter(luma * luma, 7) - mean * mean, 0, None))
+    smooth = std < flat
+    r = max(1, round(0.03 * max(luma.shape)))
+    ring = ndimage.binary_dilation(mask, iterations=r) & ~mask & smooth
+    near = mask & smooth
+    err = np.asarray(image, np.float64)[..., :3].mean(-1) - luma
+    # row by row, so that haze that changes with height (depth haze, a sky's gradient) is not
+    # taken for a halo: per row the mean error near the edges against the ring's, weighted by
+    # the row's pixels near edges
+    n_near, n_ring = near.sum(1), ring.sum(1)
+    rows = (n_near >= 4) & (n_ring >= 4)
+    if n_near[rows].sum() < 100:
+        return float("nan")
+    e_near = (err * near).sum(1)[rows] / n_near[rows]
+    e_ring = (err * ring).sum(1)[rows] / n_ring[rows]
+    return float(np.average(np.abs(e_near - e_ring), weights=n_near[rows]) * 255.0)
+
+
 def read_betas(folder: str | Path) -> dict[str, float]:
     """``{pair id: β}`` from ``folder/params.csv`` (columns ``hazy`` and ``beta``); {} without one."""
     f = Path(folder) / "params.csv"
@@ -126,6 +155,9 @@ class Analysis:
         self.haze_free: dict[tuple[str, str], list[float]] = {}
         #: (row label, method) -> per image (band PSNR, elsewhere PSNR)
         self.edges: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        #: (row label, method) -> per image halo in 8-bit levels (:func:`halo_levels`; NaN: no flat
+        #: regions next to strong edges)
+        self.halos: dict[tuple[str, str], list[float]] = {}
         #: row label -> {bin label: ids}
         self.bins: dict[str, dict[str, list[str]]] = {}
 
@@ -139,6 +171,8 @@ class Analysis:
         """Measure one method on one row's ``pairs`` (``outputs``: its images at strength 1;
         ``dehazer`` None is the hazy input)."""
         self.edges[(label, method)] = [edge_band_psnr(o, p.gt, m) for o, p, m in
+                                       zip(outputs, pairs, masks, strict=True)]
+        self.halos[(label, method)] = [halo_levels(o, p.gt, m) for o, p, m in
                                        zip(outputs, pairs, masks, strict=True)]
         if dehazer is None:
             return
@@ -170,11 +204,17 @@ class Analysis:
         return {"n": len(vals), "median": float(np.median(vals)), "p10": float(np.quantile(vals, 0.1))}
 
     def edge_summary(self, label: str, method: str, hazy: str) -> dict[str, float]:
-        """Mean PSNR gain over the hazy input in the edge band and elsewhere."""
+        """Mean PSNR gain over the hazy input in the edge band and elsewhere, and the mean halo
+        (levels; NaN where no image of the row has flat regions next to strong edges)."""
         me, hz = self.edges[(label, method)], self.edges[(label, hazy)]
         band = float(np.mean([a[0] - b[0] for a, b in zip(me, hz, strict=True)]))
         rest = float(np.mean([a[1] - b[1] for a, b in zip(me, hz, strict=True)]))
-        return {"gain_band": band, "gain_elsewhere": rest}
+        def halo(m: str) -> float:
+            vals = [v for v in self.halos.get((label, m), []) if np.isfinite(v)]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        return {"gain_band": band, "gain_elsewhere": rest, "halo_levels": halo(method),
+                "halo_levels_hazy": halo(hazy)}
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(m for _, m in self.sweeps))
@@ -245,10 +285,14 @@ class Analysis:
         for m, v in rec["haze_free"].items():
             lines.append(f"| {m} | {v['n']} | {v['median']:.2f} | {v['p10']:.2f} |")
         lines += ["", "## Edge band: PSNR gain over the hazy input near the clear image's strongest edges "
-                  "and elsewhere (dB)", "", "| set | split | method | gain in band | gain elsewhere |",
-                  "|---|---|---|---:|---:|"]
+                  "and elsewhere (dB), and the halo: how much the flat regions next to them differ "
+                  "from those a little further out (8-bit levels of luma error, row by row; the "
+                  "hazy input's own is the floor)", "",
+                  "| set | split | method | gain in band | gain elsewhere | halo (levels) |",
+                  "|---|---|---|---:|---:|---:|"]
         for label, per_method in rec["edge_band"].items():
             s, split = label.split(" ", 1)
             for m, v in per_method.items():
-                lines.append(f"| {s} | {split} | {m} | {v['gain_band']:.2f} | {v['gain_elsewhere']:.2f} |")
+                lines.append(f"| {s} | {split} | {m} | {v['gain_band']:.2f} | {v['gain_elsewhere']:.2f} | "
+                             f"{v['halo_levels']:.2f} (hazy {v['halo_levels_hazy']:.2f}) |")
         return "\n".join(lines) + "\n"

@@ -170,17 +170,20 @@ def sky_tolerance(
 
     With ``smooth`` σ > 0 the protection applies only where the image is locally flat: it fades
     out as the luma's standard deviation over a 7×7 window grows to σ, so textured regions close
-    to A (a lit wall, fog over a street) are still dehazed while flat skies are kept."""
+    to A (a lit wall, fog over a street) are still dehazed while flat skies are kept. A pixel
+    counts as flat when *any* 7×7 window around it is (the spread's minimum over 7×7): sky right
+    next to a mast or a rocket is protected like the rest of the sky, instead of a band some
+    three working pixels wide around every thin structure being dehazed (a dark halo)."""
     if k <= 0:
         return t
     a = airlight.reshape(-1, image.shape[1], 1, 1).to(image)
     dist = (image - a).abs().amax(1, keepdim=True).clamp(min=1e-3)
     kk: torch.Tensor | float = k
     if smooth > 0:
-        g = gray(image)
+        g = gray(image).double()  # E[g²] - E[g]² cancels in flat regions: float32 left ~1e-4 of noise
         mean = box_filter(g, 3)
-        std = (box_filter(g * g, 3) - mean * mean).clamp(min=0.0).sqrt()
-        kk = k * (1.0 - std / smooth).clamp(0.0, 1.0)
+        std = (box_filter(g * g, 3) - mean * mean).clamp(min=0.0).sqrt().to(image.dtype)
+        kk = k * (1.0 - _min_filter(std, 7) / smooth).clamp(0.0, 1.0)
     return (t * (kk / dist).clamp(min=1.0)).clamp(max=1.0)
 
 
