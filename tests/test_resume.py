@@ -188,7 +188,15 @@ def interrupted(tmp_path: Path, monkeypatch, capsys, ext: str = "mp4", *extra: s
     if not src.exists():
         write_clip(src, n=N_SMALL, size=(96, 160), rate=10, audio=True, preset="ultrafast")
     stop_at(monkeypatch, 100, how)
-    status = dehaze_cli(src, "-o", tmp_path / "out", *extra)
+    # a signal needs its default disposition whatever the suite was launched under (nohup ignores
+    # SIGHUP, and the CLI keeps an ignored signal ignored by design); put back afterwards
+    signum = None if how == "ctrl-c" else getattr(signal, how)
+    launched_with = None if signum is None else signal.signal(signum, signal.SIG_DFL)
+    try:
+        status = dehaze_cli(src, "-o", tmp_path / "out", *extra)
+    finally:
+        if signum is not None:
+            signal.signal(signum, launched_with)
     assert status == (130 if how == "ctrl-c" else 128 + getattr(signal, how))
     monkeypatch.undo()
     err = capsys.readouterr().err
