@@ -331,3 +331,23 @@ def test_odd_memory_layouts_and_strength_zero_in_8_bits(clearnet: engine.Dehazer
     flipped = clearnet.dehaze(np.ascontiguousarray(img[::-1]), output_dtype="uint8").image
     assert np.array_equal(clearnet.dehaze(img[::-1], output_dtype="uint8").image, flipped)
     assert np.array_equal(clearnet.dehaze(img, output_dtype="uint8", strength=0).image, img)
+
+
+def test_a_read_only_8bit_frame_is_dehazed_without_a_warning() -> None:
+    """Decoded frames and files' pixels can be read-only; the 8-bit path only reads them, so the
+    user sees no warning from torch about writing through them (the demo showed one). In a fresh
+    process: torch gives that warning once per program."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, numpy as np\n"
+        "warnings.simplefilter('error')\n"
+        "import napari_clearnet as nc\n"
+        "img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)\n"
+        "img.flags.writeable = False\n"
+        "out = nc.load_model(device='cpu').dehaze(img, output_dtype='uint8')\n"
+        "assert out.image.dtype == np.uint8\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -274,7 +274,7 @@ class Dehazer:
         tick = time.process_time() if clock is not None else 0.0
         threads_now = threads.banded() if self.device.type == "cpu" else 1  # the kernels' bands
         if eight and self._kernels:
-            xs = [torch.from_numpy(f) for f in inputs]  # (H, W, 3) uint8, only read
+            xs = [fused.borrow(f) for f in inputs]  # (H, W, 3) uint8, only read
             lows_list = [torch.from_numpy(fused.reduce(f, est.working_shape(*f.shape[:2]), threads_now))
                          .permute(2, 0, 1)[None] for f in inputs]
         elif eight:  # uint8 crosses to the device (a quarter of float32's bytes)

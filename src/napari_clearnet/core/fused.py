@@ -26,6 +26,7 @@ quarter of float32's bytes) and come back as uint8.
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -33,7 +34,8 @@ import numpy as np
 
 from . import kernels
 
-__all__ = ["aa_weights", "available", "recover", "recover_tensor", "reduce", "reduce_tensor", "to_uint8"]
+__all__ = ["aa_weights", "available", "borrow", "recover", "recover_tensor", "reduce", "reduce_tensor",
+           "to_uint8"]
 
 _F = np.float32
 
@@ -121,6 +123,19 @@ def recover(
     kernels.bands(height, threads, lambda r0, r1: k["recover_rows"](
         frame, r0, r1, wide, yi0, yi1, wy, a3, _F(t0), _F(t_min), j, t, with_t))
     return j, (t if with_t else None)
+
+
+def borrow(frame: np.ndarray) -> Any:
+    """A tensor over ``frame``'s memory, without a copy, for a frame that is only read: decoded
+    frames and files' pixels may be read-only, which torch warns about once per program (the
+    warning is for code that would write through the tensor; the 8-bit path does not)."""
+    import torch
+
+    if frame.flags.writeable:
+        return torch.from_numpy(frame)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(frame)
 
 
 def reduce_tensor(frame: Any, size: tuple[int, int]) -> Any:
