@@ -342,7 +342,7 @@ def test_a_read_only_8bit_frame_is_dehazed_without_a_warning() -> None:
 
     code = (
         "import warnings, numpy as np\n"
-        "warnings.simplefilter('error')\n"
+        "warnings.simplefilter('error', UserWarning)\n"
         "import napari_clearnet as nc\n"
         "img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)\n"
         "img.flags.writeable = False\n"
