@@ -65,11 +65,12 @@ def check_frame(image: np.ndarray, transmission: torch.Tensor, airlight: np.ndar
     where = "the result" if index is None else f"frame {index}: the result"
     a = np.asarray(airlight, np.float64)
     t_lo, t_hi = _min_max(transmission)
-    eight = image.dtype == np.uint8  # the 8-bit path's J: one step is FLAT
+    eight = image.dtype == np.uint8  # the 8-bit path's J
+    step = 1 if eight else FLAT  # one 8-bit step in J's own units
     j_lo, j_hi = _min_max(_sample(image))
-    if not (j_hi - j_lo >= 1 if eight else j_hi - j_lo >= FLAT):  # looks flat (or NaN): read all of it
+    if not j_hi - j_lo >= step:  # looks flat (or NaN) on the rows read: read all of it
         j_lo, j_hi = _min_max(image, large=not eight)
-    flat = j_hi - j_lo < 1 if eight else not j_hi - j_lo >= FLAT
+    flat = not j_hi - j_lo >= step
     if eight:
         j_lo, j_hi = j_lo / 255, j_hi / 255
     bad = [name for name, ok in (("the airlight A", bool(np.isfinite(a).all())),

@@ -134,7 +134,9 @@ def run(
         raise ValueError("carrying on a run needs a sink (its frames stream into a file)")
     if keep:  # G9: J and t of every frame are held: refuse what the machine cannot hold, up front
         per_frame = h * w * ((3 if eight else 12) + 4 * (with_t + opts.with_raw))
-        check_memory(n * per_frame, f"the results (J and t, float32) of {n} frame(s) of {w}×{h}",
+        what = ("J and t, float32" if with_t and not eight else
+                f"J ({'uint8' if eight else 'float32'}){' and t (float32)' if with_t else ''}")
+        check_memory(n * per_frame, f"the results ({what}) of {n} frame(s) of {w}×{h}",
                      "dehaze clips with napari_clearnet.dehaze_video or `clearnet dehaze` (they stream "
                      "frames into a file), or pass fewer frames at a time")
     j = np.empty((n, h, w, 3), np.uint8 if eight else np.float32) if keep else None
