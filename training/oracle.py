@@ -34,6 +34,7 @@ __all__ = [
     "edge_band_mask",
     "edge_band_psnr",
     "halo_levels",
+    "halo_regions",
     "haze_free_psnr",
     "read_betas",
     "strength_sweep",
@@ -89,22 +90,19 @@ def edge_band_psnr(image: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> tuple
     return _masked_psnr(image, gt, mask), _masked_psnr(image, gt, ~mask)
 
 
-def halo_levels(image: np.ndarray, gt: np.ndarray, mask: np.ndarray, flat: float = 0.02) -> float:
+def halo_levels(image: np.ndarray, gt: np.ndarray, mask: np.ndarray, flat: float = 0.02,
+                regions: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """How much darker or brighter a method leaves the flat regions next to strong edges than the
     same regions a little further out, in 8-bit levels of luma error (0: no halo; NaN where the
     clear image has no such flat regions).
 
     ``mask`` is :func:`edge_band_mask`'s band; "further out" is a ring as wide again around it.
     Only pixels where the clear image is locally flat (luma std over 7x7 below ``flat``: skies,
-    walls) count, so the edges' own detail does not; rows are compared one by one."""
-    luma = np.asarray(gt, np.float64)[..., :3].mean(-1)
-    mean = ndimage.uniform_filter(luma, 7)
-    std = np.sqrt(np.clip(ndimage.uniform_filter(luma * luma, 7) - mean * mean, 0, None))
-    smooth = std < flat
-    r = max(1, round(0.03 * max(luma.shape)))
-    ring = ndimage.binary_dilation(mask, iterations=r) & ~mask & smooth
-    near = mask & smooth
-    err = np.asarray(image, np.float64)[..., :3].mean(-1) - luma
+    walls) count, so the edges' own detail does not; rows are compared one by one. ``regions``:
+    :func:`halo_regions` of ``gt`` and ``mask`` when already made (they depend on the clear image
+    only, not on the method)."""
+    near, ring = halo_regions(gt, mask, flat) if regions is None else regions
+    err = np.asarray(image, np.float64)[..., :3].mean(-1) - np.asarray(gt, np.float64)[..., :3].mean(-1)
     # row by row, so that haze that changes with height (depth haze, a sky's gradient) is not
     # taken for a halo: per row the mean error near the edges against the ring's, weighted by
     # the row's pixels near edges
@@ -115,6 +113,18 @@ def halo_levels(image: np.ndarray, gt: np.ndarray, mask: np.ndarray, flat: float
     e_near = (err * near).sum(1)[rows] / n_near[rows]
     e_ring = (err * ring).sum(1)[rows] / n_ring[rows]
     return float(np.average(np.abs(e_near - e_ring), weights=n_near[rows]) * 255.0)
+
+
+def halo_regions(gt: np.ndarray, mask: np.ndarray, flat: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """(near, ring) of :func:`halo_levels`: the clear image's flat pixels in the edge band
+    ``mask``, and in a ring as wide again around it."""
+    luma = np.asarray(gt, np.float64)[..., :3].mean(-1)
+    mean = ndimage.uniform_filter(luma, 7)
+    std = np.sqrt(np.clip(ndimage.uniform_filter(luma * luma, 7) - mean * mean, 0, None))
+    smooth = std < flat
+    r = max(1, round(0.03 * max(luma.shape)))
+    ring = ndimage.binary_dilation(mask, iterations=r) & ~mask & smooth
+    return mask & smooth, ring
 
 
 def read_betas(folder: str | Path) -> dict[str, float]:
@@ -158,6 +168,8 @@ class Analysis:
         #: (row label, method) -> per image halo in 8-bit levels (:func:`halo_levels`; NaN: no flat
         #: regions next to strong edges)
         self.halos: dict[tuple[str, str], list[float]] = {}
+        #: row label -> per image :func:`halo_regions` (made once: they depend on the clear image only)
+        self._halo_regions: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         #: row label -> {bin label: ids}
         self.bins: dict[str, dict[str, list[str]]] = {}
 
@@ -172,8 +184,10 @@ class Analysis:
         ``dehazer`` None is the hazy input)."""
         self.edges[(label, method)] = [edge_band_psnr(o, p.gt, m) for o, p, m in
                                        zip(outputs, pairs, masks, strict=True)]
-        self.halos[(label, method)] = [halo_levels(o, p.gt, m) for o, p, m in
-                                       zip(outputs, pairs, masks, strict=True)]
+        if label not in self._halo_regions:
+            self._halo_regions[label] = [halo_regions(p.gt, m) for p, m in zip(pairs, masks, strict=True)]
+        self.halos[(label, method)] = [halo_levels(o, p.gt, m, regions=r) for o, p, m, r in
+                                       zip(outputs, pairs, masks, self._halo_regions[label], strict=True)]
         if dehazer is None:
             return
         self.haze_free[(label, method)] = [haze_free_psnr(dehazer, p.gt, **settings) for p in pairs]
@@ -287,7 +301,7 @@ class Analysis:
         lines += ["", "## Edge band: PSNR gain over the hazy input near the clear image's strongest edges "
                   "and elsewhere (dB), and the halo: how much the flat regions next to them differ "
                   "from those a little further out (8-bit levels of luma error, row by row; the "
-                  "hazy input's own is the floor)", "",
+                  "hazy input's own beside each for reference)", "",
                   "| set | split | method | gain in band | gain elsewhere | halo (levels) |",
                   "|---|---|---|---:|---:|---:|"]
         for label, per_method in rec["edge_band"].items():
