@@ -85,6 +85,62 @@ def test_pseudo_pair_loss_zero_when_prediction_is_target() -> None:
     assert float(terms["pseudo_airlight"]) == 0.0
 
 
+def test_image_term_is_lowest_at_the_true_haze_amount_and_weighs_dense_haze_like_light() -> None:
+    """pseudo_image is the pairs' mean ln MSE: lowest (the 40 dB floor) at the true t and A, and
+    higher whichever way the haze amount is off; unlike the relative depth error it charges
+    dense haze as much as light haze for the same error in optical depth."""
+    j = _scene(1)
+    a = torch.full((1, 3), 0.85)
+
+    def pairs_at(beta: float) -> tuple[PseudoPairs, torch.Tensor]:
+        depth = torch.full((1, 1, *j.shape[-2:]), beta)
+        t = torch.exp(-depth)
+        hazy = physics.haze(j, t, a)
+        return PseudoPairs(hazy, depth, a, t.mean((1, 2, 3)), j), depth
+
+    def image_term(pairs: PseudoPairs, depth: torch.Tensor) -> float:
+        return float(pseudo_pair_losses(torch.exp(-depth), a, pairs, image_t0=0.1)["pseudo_image"])
+
+    light, d_light = pairs_at(0.3)
+    dense, d_dense = pairs_at(1.8)
+    floor = torch.log(torch.tensor(1e-4)).item()
+    assert image_term(light, d_light) == pytest.approx(floor, abs=1e-3)
+    assert image_term(light, 0.8 * d_light) > floor + 0.5 and image_term(light, 1.2 * d_light) > floor + 0.5
+    # the same 0.1 error in optical depth: the relative depth error charges dense haze ~5x less,
+    # the image term about alike (the error in J is |J - A| x 0.1 at any density)
+    def rel(pairs, d):
+        return float(pseudo_pair_losses(torch.exp(-(d + 0.1)), a, pairs, relative=0.05)["pseudo_depth"])
+
+    rel_light, rel_dense = rel(light, d_light), rel(dense, d_dense)
+    assert rel_light > 4 * rel_dense
+    assert abs(image_term(light, d_light + 0.1) - image_term(dense, d_dense + 0.1)) < 0.3
+    with pytest.raises(ValueError, match="scenes"):
+        no_scene = PseudoPairs(light.hazy, d_light, a, light.t_mean)
+        pseudo_pair_losses(torch.exp(-d_light), a, no_scene, image_t0=0.1)
+
+
+def test_image_term_can_count_the_clear_photo_pairs_only() -> None:
+    """With image_exact_only the term ignores pairs whose scene is a J0 (the prior's dehazing,
+    with its errors) and counts those made from clear photos, which make_pseudo_pairs marks."""
+    hazy = torch.stack([_true_hazy(s)[0][0] for s in range(2)])
+    prior = ClearNet(ClearNetConfig(widths=(4, 8), working_size=64)).prior
+    clear = torch.cat([_scene(5), _scene(6)])
+    pairs = make_pseudo_pairs(prior, hazy, torch.Generator().manual_seed(0), clear=clear)
+    assert pairs.exact.tolist() == [False, False, True, True]
+    assert torch.equal(pairs.scene[2:], clear)
+    t = torch.exp(-pairs.depth)
+    t_wrong = torch.cat([torch.ones_like(t[:2]), t[2:]])  # the J0 pairs wrong, the clear pairs right
+    every = float(pseudo_pair_losses(t_wrong, pairs.airlight, pairs, image_t0=0.02)["pseudo_image"])
+    exact = float(pseudo_pair_losses(t_wrong, pairs.airlight, pairs, image_t0=0.02,
+                                     image_exact_only=True)["pseudo_image"])
+    assert exact < -8.0 < every  # only the right pairs count: near the 40 dB floor (ln 1e-4 = -9.2)
+    plain = make_pseudo_pairs(prior, hazy, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="clear photos"):
+        pseudo_pair_losses(
+            torch.exp(-plain.depth), plain.airlight, plain, image_t0=0.1, image_exact_only=True
+        )
+
+
 def test_centred_depth_loss_ignores_the_global_level_only() -> None:
     depth = torch.rand(3, 1, 8, 8) + 0.5
     pairs = PseudoPairs(torch.rand(3, 3, 8, 8), depth, torch.full((3, 3), 0.8), depth.mean((1, 2, 3)))
@@ -139,6 +195,7 @@ def test_make_pseudo_pairs_obeys_the_scattering_model_and_ranges() -> None:
     _, t_p, a_p = prior(hazy)
     j0 = physics.recover(hazy, t_p.clamp(0.02, 1), a_p)
     assert torch.allclose(p1.hazy, physics.haze(j0, t_new, p1.airlight).clamp(0, 1), atol=1e-5)
+    assert torch.allclose(p1.scene, j0, atol=1e-6)  # what the pseudo_image term compares with
 
 
 def test_trivial_solutions_score_worse_than_the_truth() -> None:

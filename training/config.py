@@ -31,7 +31,7 @@ RANGES: dict[str, dict[str, str]] = {
         "pseudo_depth": "[0, inf)", "pseudo_airlight": "[0, inf)", "level": "[0, inf)",
         "dark_channel": "[0, inf)", "color_constancy": "[0, inf)", "tv": "[0, inf)", "exposure": "[0, inf)",
         "dark_patch": "[1, 255]", "exposure_floor": "[0, 1]", "level_target": "[0.05, 20]",
-        "depth_relative": "[0, inf)",
+        "depth_relative": "[0, inf)", "pseudo_image": "[0, inf)",
     },
     "pseudo": {"t_mean_range": "(0, 1]", "grey_range": "[0, 1]", "tint": "[0, 1]", "j0_omega": "(0, 1]",
                "warm_tint": "[0, 1]", "depth_mix": "[0, inf)", "clear_batch": "[0, 100000]",

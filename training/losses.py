@@ -73,6 +73,8 @@ class PseudoPairs:
     depth: torch.Tensor  # (B, 1, h, w) −ln t′ = β′ d
     airlight: torch.Tensor  # (B, 3) A′
     t_mean: torch.Tensor  # (B,) mean of t′ (uniform in the configured range)
+    scene: torch.Tensor | None = None  # (B, 3, h, w) the J0 (or clear crop) each was made from
+    exact: torch.Tensor | None = None  # (B,) True where the scene is a clear photo, not a J0
 
 
 def _solve_beta(d: torch.Tensor, target: torch.Tensor, t_min: float, iters: int = 40) -> torch.Tensor:
@@ -168,7 +170,10 @@ def make_pseudo_pairs(
         a_new = a_new + uniform(-warm_tint, warm_tint, b, 1) * a_new.new_tensor([[1.0, 0.0, -1.0]])
     a_new = a_new.clamp(0.05, 1.0)
     rehazed = physics.haze(j0, t_new, a_new).clamp(0.0, 1.0)
-    return PseudoPairs(rehazed, -torch.log(t_new), a_new, t_new.mean((1, 2, 3)))
+    exact = torch.zeros(b, dtype=torch.bool, device=dev)
+    if clear is not None and clear.shape[0] > 0:
+        exact[b - clear.shape[0]:] = True
+    return PseudoPairs(rehazed, -torch.log(t_new), a_new, t_new.mean((1, 2, 3)), j0, exact)
 
 
 #: the relative-depth sources of :func:`make_pseudo_pairs`
@@ -228,6 +233,8 @@ def pseudo_pair_losses(
     t_prior: torch.Tensor | None = None,
     level_target: float = 1.0,
     relative: float = 0.0,
+    image_t0: float | None = None,
+    image_exact_only: bool = False,
 ) -> dict[str, torch.Tensor]:
     """L1 on optical depth (−ln t vs β′ d) and on A vs A′: zero iff the prediction is right.
 
@@ -247,6 +254,15 @@ def pseudo_pair_losses(
     With ``relative`` c > 0 each image's depth error is divided by (its mean target depth + c):
     an error of 0.1 in optical depth costs as much on a haze-free or lightly hazy image (where it
     is what changes a clear frame) as an error of 0.1 × (d + c) / c on dense haze.
+
+    With ``image_t0`` an ``pseudo_image`` term is returned too: the mean over images of
+    ln(MSE + 1e-4) between the scene recovered from each pseudo-pair (``J = (I′ − A) / max(t, t0)
+    + A``, clipped to [0, 1] as the engine does) and the scene it was made from. That is the
+    evaluation's mean PSNR (up to a factor −10 / ln 10, capped at 40 dB), measured on pairs the
+    training made: an error in optical depth δ costs |J − A| · δ in the image whatever the haze
+    density, and each image's cost is relative to its own error, as a mean of PSNRs weighs it.
+    With ``image_exact_only`` it is taken over the pairs made from clear photos only (their scene
+    is the truth; a J0 carries the prior's errors).
     """
     depth = -torch.log(t_pred.float())
     out = {}
@@ -260,7 +276,25 @@ def pseudo_pair_losses(
         err = err / (pairs.depth.mean((1, 2, 3)) + relative)
     out["pseudo_depth"] = err.mean()
     out["pseudo_airlight"] = (a_pred.float() - pairs.airlight).abs().mean()
+    if image_t0 is not None:
+        if pairs.scene is None:
+            raise ValueError("the pseudo_image term needs the pairs' scenes (PseudoPairs.scene)")
+        j = physics.recover(pairs.hazy.float(), t_pred.float(), a_pred.float(), image_t0)
+        mse = (j - pairs.scene.float()).square().mean((1, 2, 3))
+        per_image = torch.log(mse + IMAGE_MSE_FLOOR)
+        if image_exact_only:
+            if pairs.exact is None or not bool(pairs.exact.any()):
+                raise ValueError(
+                    "image_exact_only needs pairs made from clear photos (pseudo.clear_batch > 0)"
+                )
+            per_image = per_image[pairs.exact]
+        out["pseudo_image"] = per_image.mean()
     return out
+
+
+#: MSE floor of the ``pseudo_image`` term (40 dB): a haze-free pair recovered exactly is not
+#: worth an unbounded reward
+IMAGE_MSE_FLOOR = 1e-4
 
 
 @dataclass
@@ -269,6 +303,10 @@ class LossWeights:
 
     pseudo_depth: float = 1.0
     pseudo_airlight: float = 1.0
+    #: ln MSE of the scene recovered from each pseudo-pair (see :func:`pseudo_pair_losses`)
+    pseudo_image: float = 0.0
+    #: ... over the pairs made from clear photos only
+    image_exact_only: bool = False
     #: keep the batch's mean haze level at the prior's (see :func:`pseudo_pair_losses`)
     level: float = 0.0
     #: ... times this (the mean optical depth relative to the prior's)
@@ -298,7 +336,10 @@ class LossWeights:
         return any(getattr(self, k) > 0 for k in ("dark_channel", "color_constancy", "tv", "exposure"))
 
 
-TERM_NAMES = ("pseudo_depth", "pseudo_airlight", "level", "dark_channel", "color_constancy", "tv", "exposure")
+TERM_NAMES = (
+    "pseudo_depth", "pseudo_airlight", "pseudo_image", "level",
+    "dark_channel", "color_constancy", "tv", "exposure",
+)
 
 
 class Objective:

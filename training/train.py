@@ -330,6 +330,8 @@ def train(cfg: TrainConfig, opts: TrainOptions) -> dict[str, Any]:
             pred["t"][:b], pred["airlight"][:b], pairs_b, cfg.loss.centre_depth,
             t_prior=pred["t_prior"][:b] if cfg.loss.level > 0 else None, level_target=cfg.loss.level_target,
             relative=cfg.loss.depth_relative,
+            image_t0=cfg.model.t0 if cfg.loss.pseudo_image > 0 else None,
+            image_exact_only=cfg.loss.image_exact_only,
         )
         if cfg.loss.needs_real_pass:
             terms.update(objective.physics_terms(batch, pred["t"][b:], pred["airlight"][b:]))
