@@ -1,4 +1,4 @@
-"""``python -m training {train,evaluate,photos,export,prepare,smoke}`` — run from the repository root."""
+"""``python -m training {train,evaluate,amount,photos,export,prepare,smoke}``, from the repository root."""
 
 from __future__ import annotations
 
@@ -117,6 +117,28 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def add_amount_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "amount", help="what predicts the haze amount: the pseudo-pairs' fit, and whether what they teach "
+        "carries over to paired sets",
+        description="Three questions about the per-image haze amount (training/amount.py): does the model "
+        "fit its own pseudo-pairs, does a regressor fitted on pseudo-pairs set the prior's strength well on "
+        "the paired sets, and how well can image statistics predict the best strength at all (leave one "
+        "set out; reads the ground truth, a diagnosis only). Writes OUT/amount.md and OUT/amount.json.")
+    p.add_argument("--pairs", nargs="+", required=True, metavar="DIR", help="paired folders (hazy/ + gt/)")
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                   help="folders of hazy photos the pseudo-pairs are made from (as train --data)")
+    p.add_argument("--model", default="clearnet-default", metavar="NAME_OR_PATH",
+                   help="registry name, .safetensors or a training checkpoint .pt (default clearnet-default)")
+    p.add_argument("--config", default="training/configs/default.yaml",
+                   help="the recipe whose pseudo-pairs are studied (default the shipped one)")
+    p.add_argument("--batches", type=int, default=150,
+                   help="batches of pseudo-pairs the regressor is fitted on (default 150)")
+    p.add_argument("--seed", type=seed_option, default=0)
+    p.add_argument("--splits-dir", metavar="DIR", help="where the <set>-val.txt lists live")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+
 def add_smoke_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "smoke", help="the whole pipeline in about a minute on the CPU, on hazy photos it makes",
@@ -133,8 +155,8 @@ def add_smoke_parser(sub: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train_parser, add_evaluate_parser, add_photos_parser, add_export_parser,
-                add_prepare_parser, add_smoke_parser):
+    for add in (add_train_parser, add_evaluate_parser, add_amount_parser, add_photos_parser,
+                add_export_parser, add_prepare_parser, add_smoke_parser):
         add(sub)
     args = parser.parse_args(argv)
     from napari_clearnet.cli import run_command
@@ -200,6 +222,15 @@ def _run(args: argparse.Namespace) -> int:
         print(markdown_table(table), end="")
         if analysis is not None:
             print(analysis.summary(table, HAZY, DCP, PRIOR) + analysis.markdown(list(table), HAZY), end="")
+    elif args.command == "amount":
+        from .amount import study
+        from .config import load_config
+
+        if args.batches < 1:
+            raise ValueError(f"--batches must be at least 1, got {args.batches}")
+        study(args.pairs, args.data, args.model, load_config(args.config), args.out, batches=args.batches,
+              seed=args.seed, **_splits(args))
+        print((Path(args.out) / "amount.md").read_text(encoding="utf-8"), end="")
     elif args.command == "photos":
         from .photos import photos
 
