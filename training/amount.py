@@ -35,13 +35,14 @@ import torch
 
 from napari_clearnet._util.validate import json_text
 from napari_clearnet.core import engine, physics
-from napari_clearnet.core.model import ClearNet, ClearNetConfig
+from napari_clearnet.core.model import ClearNet
 
 from .checkpoints import load_checkpoint
 from .clear import ClearCrops, load_clear_photos
 from .config import TrainConfig
 from .data import find_hazy_images, find_pairs, hazy_crops, split_train_val
 from .evaluate import SPLITS_DIR, load_pairs, paired_splits
+from .export import ema_model
 from .losses import make_pseudo_pairs
 from .oracle import PSNR_CAP, strength_sweep
 
@@ -93,15 +94,10 @@ def load_network(model: str | Path) -> tuple[ClearNet, str]:
     """A training checkpoint (``.pt``: its EMA weights), a ``.safetensors`` file or a registry name."""
     if str(model).endswith(".pt"):
         ck = load_checkpoint(model)
-        net = ClearNet(ClearNetConfig.from_dict(ck["model_config"]))
-        net.load_state_dict(ck["ema"])
-        return net.eval(), f"{Path(model).parent.name}/{Path(model).name} (step {ck['step']})"
-    from napari_clearnet import api
+        return ema_model(ck), f"{Path(model).parent.name}/{Path(model).name} (step {ck['step']})"
+    from napari_clearnet import weights
 
-    net = api.load_model(model, device="cpu").model
-    if net is None:
-        raise ValueError(f"--model {model}: not a ClearNet model")
-    return net.eval(), str(model)
+    return weights.load(model).net.eval(), str(model)
 
 
 def _working(prior: ClearNet, image: np.ndarray) -> torch.Tensor:
@@ -127,11 +123,11 @@ def _pseudo(cfg: TrainConfig, prior: ClearNet, nets: dict[str, ClearNet], paths:
             gen = torch.Generator().manual_seed(seed * 100_003 + k)
             crops = None if clear is None else clear.batch(cfg.pseudo.clear_batch, gen)
             pairs = make_pseudo_pairs(prior.prior, batch, gen, clear=crops, **cfg.pseudo_pair_kwargs())
-            add("features", image_features(prior, pairs.hazy))
+            features = image_features(prior, pairs.hazy)
+            add("features", features)
+            add("prior mean depth", features[:, FEATURE_NAMES.index("depth mean")])
             add("target", pairs.depth.mean((1, 2, 3)))
             add("exact", pairs.exact if pairs.exact is not None else torch.zeros(len(pairs.hazy)))
-            _, t, _ = prior.prior(pairs.hazy)
-            add("prior mean depth", (-torch.log(t.clamp(prior.config.t_min, 1.0).float())).mean((1, 2, 3)))
             for name, net in nets.items():
                 out = net(pairs.hazy)
                 add(f"{name} depth", (-torch.log(out["t"].float())).mean((1, 2, 3)))
@@ -195,8 +191,7 @@ def study(pairs_dirs: Sequence[str | Path], data: Sequence[str | Path], model: s
     dehazer = engine.Dehazer("clearnet", prior, device="cpu")
     images: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
-    for row in paired_splits(pairs_dirs, "both" if _listed(pairs_dirs, splits_dir) else "all",
-                             splits_dir=splits_dir):
+    for row in paired_splits(pairs_dirs, "auto", splits_dir=splits_dir):
         for p in load_pairs(find_pairs(row.folder, row.ids)):
             f = image_features(prior, _working(prior, p.hazy))[0].numpy()
             with np.errstate(divide="ignore"):  # strength 0 on a clear image: identical, PSNR_CAP
@@ -272,10 +267,6 @@ def study(pairs_dirs: Sequence[str | Path], data: Sequence[str | Path], model: s
         (out / "amount.json").write_text(json_text(record, indent=1) + "\n", encoding="utf-8")
         (out / "amount.md").write_text(markdown(record), encoding="utf-8")
     return record
-
-
-def _listed(pairs_dirs: Sequence[str | Path], splits_dir: str | Path) -> bool:
-    return all((Path(splits_dir) / f"{Path(p).name}-val.txt").is_file() for p in pairs_dirs)
 
 
 def _mean_at(curves: Sequence[np.ndarray], strengths: np.ndarray, g: np.ndarray) -> float | None:
